@@ -38,9 +38,13 @@ def setting(
     choices: tuple[str, ...] | None = None,
     secret: bool = False,
     required: bool = False,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
-    """Declare a config field. `help` becomes the --help text of its CLI option."""
-    meta = {"help": help, "choices": choices, "secret": secret, "required": required}
+    """Declare a config field. `help` becomes the --help text of its CLI option.
+
+    `aliases` are extra flag names, e.g. ("--model",) beside --models. List fields are
+    repeatable flags; a list of `dict` items also takes YAML mappings (strings pass through)."""
+    meta = {"help": help, "choices": choices, "secret": secret, "required": required, "aliases": aliases}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -57,6 +61,7 @@ class FieldSpec:
     choices: tuple[str, ...] | None
     secret: bool
     required: bool
+    aliases: tuple[str, ...] = ()
 
     @property
     def flag(self) -> str:
@@ -78,6 +83,9 @@ def field_specs(cls: type) -> list[FieldSpec]:
         item = None
         if typing.get_origin(tp) is list:
             item, tp = typing.get_args(tp)[0], list
+            # list[dict | str] and the like: structured items (YAML mappings) the job parses itself.
+            if item is dict or typing.get_origin(item) in (dict, typing.Union, types.UnionType):
+                item = dict
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:
@@ -87,7 +95,7 @@ def field_specs(cls: type) -> list[FieldSpec]:
         m = f.metadata
         specs.append(
             FieldSpec(f.name, tp, item, optional, default, m.get("help", ""), m.get("choices"),
-                      m.get("secret", False), m.get("required", False))
+                      m.get("secret", False), m.get("required", False), tuple(m.get("aliases", ())))
         )
     return specs
 
@@ -125,7 +133,16 @@ def parse_value(spec: FieldSpec, raw: Any, where: str) -> Any:
         if spec.optional or spec.kind is list:
             return [] if spec.kind is list else None
         raise DistilError(f"{where}: a value is required")
+    if spec.kind is list and spec.item is dict:
+        # Structured items: a YAML list of mappings/strings, a repeated flag, or ';'-separated text
+        # (commas belong to the item, e.g. "kind=sts,path=DIR").
+        raw_items = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        parts = [p for r in raw_items for p in (r.split(";") if isinstance(r, str) else [r])]
+        return [{str(k): v for k, v in p.items()} if isinstance(p, dict) else str(p).strip()
+                for p in parts if not (isinstance(p, str) and not p.strip())]
     if spec.kind is list:
+        if isinstance(raw, tuple):  # a repeatable flag: each occurrence may itself be "a,b"
+            raw = [s for r in raw for s in str(r).split(",") if s.strip()]
         items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s.strip()]
         return [_parse_scalar(spec.item or str, i.strip() if isinstance(i, str) else i, where) for i in items]
     value = _parse_scalar(spec.kind, raw, where)
@@ -242,10 +259,14 @@ def _click_option(spec: FieldSpec) -> click.Option:
         help_text += f"  [choices: {'|'.join(spec.choices)}]"
     if spec.kind is bool:
         return click.Option([f"{spec.flag}/--no-{spec.flag[2:]}", spec.name], default=None, help=help_text)
+    if spec.kind is list:
+        return click.Option([spec.flag, *spec.aliases, spec.name], type=click.STRING, multiple=True, default=None,
+                            help=help_text, metavar="TEXT" if spec.item is dict else "A,B,...")
     # Values stay strings here and go through parse_value, so a bad flag, env value or YAML
     # value all get the same one-line error.
     metavar = {list: "A,B,...", int: "INT", float: "FLOAT"}.get(spec.kind, "CHOICE" if spec.choices else "TEXT")
-    return click.Option([spec.flag, spec.name], type=click.STRING, default=None, help=help_text, metavar=metavar)
+    return click.Option([spec.flag, *spec.aliases, spec.name], type=click.STRING, default=None, help=help_text,
+                        metavar=metavar)
 
 
 def build_command(

@@ -56,7 +56,7 @@ def head_jsonl(src: Path, dst: Path, n: int, transform=None) -> Path:
 @pytest.fixture()
 def menyo_small(tmp_path: Path, data_path: Path) -> Path:
     """200 English-Yoruba pairs from MENYO-20k train."""
-    return head_jsonl(data_path / "menyo20k" / "train.jsonl", tmp_path / "menyo" / "train.jsonl", 200)
+    return head_jsonl(data_path / "menyo20k" / "train.jsonl", tmp_path / "menyo20k" / "train.jsonl", 200)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False, timeout: int = 600

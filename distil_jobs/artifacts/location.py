@@ -6,6 +6,7 @@ Every write goes through `put_files` (atomic per file, one commit on the Hub) or
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -48,7 +49,75 @@ def s3_filesystem() -> Any:
     # botocore reads keys, region and AWS_ENDPOINT_URL* itself; passing the endpoint explicitly
     # keeps older botocore releases working with S3-compatible stores (MinIO, SeaweedFS, Ceph).
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    return s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
+    return S3Guard(fs, endpoint or "the default AWS endpoint")
+
+
+class S3Guard:
+    """Forwards every call to an s3fs filesystem and turns credential and connection failures into
+    one-line DistilErrors: they are the user's to fix, and s3fs reports them as deep tracebacks."""
+
+    def __init__(self, fs: Any, endpoint: str) -> None:
+        self._fs = fs
+        self._endpoint = endpoint
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except PermissionError as e:
+                where = f"s3://{args[0]}" if args and isinstance(args[0], str) else "S3"
+                # The message names the variables, never their values.
+                raise DistilError(f"access denied to {where} at {self._endpoint} ({_first_line(e)}): check "
+                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+            except Exception as e:
+                if _is_connection_error(e):
+                    raise DistilError(f"cannot reach S3 at {self._endpoint} ({_first_line(e)}): check "
+                                      "AWS_ENDPOINT_URL and that the server is up") from None
+                raise
+
+        return call
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # pragma: no cover - s3fs always brings botocore
+        return False
+    chain: BaseException | None = e
+    while chain is not None:
+        if isinstance(chain, BotoConnectionError):
+            return True
+        chain = chain.__cause__
+    return False
+
+
+def _is_precondition_failed(e: BaseException) -> bool:
+    """True for S3's answer to a conditional put that lost (HTTP 412 PreconditionFailed).
+
+    s3fs turns it into a bare OSError whose text depends on the server, so look at the
+    botocore error it wraps."""
+    chain: BaseException | None = e
+    while chain is not None:
+        response = getattr(chain, "response", None)
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "412") or status == 412:
+                return True
+        if "PreconditionFailed" in str(chain):
+            return True
+        chain = chain.__cause__
+    return False
 
 
 @dataclass(slots=True)
@@ -153,8 +222,10 @@ class Location:
             try:
                 self.fs.pipe_file(self.path(rel), data, mode="create")  # S3 conditional put (If-None-Match)
                 return True
-            except (FileExistsError, OSError) as e:
-                if isinstance(e, FileExistsError) or "PreconditionFailed" in str(e) or "412" in str(e):
+            except FileExistsError:
+                return False
+            except OSError as e:
+                if _is_precondition_failed(e):
                     return False
                 raise
         # Hub: a commit whose parent is the revision we checked fails if anyone committed since.
@@ -168,7 +239,7 @@ class Location:
         try:
             api.create_commit(repo.repo_id, [CommitOperationAdd(posixpath.join(repo.subdir, rel), data)],
                               commit_message=f"distil-jobs: {rel}", repo_type=repo.repo_type, parent_commit=head)
-        except Exception as e:  # noqa: BLE001 - the Hub reports a lost race as a generic HTTP error
+        except Exception as e:  # the Hub reports a lost race as a generic HTTP error
             if self.exists(rel):
                 return False
             raise DistilError(f"could not write {self.uri}/{rel}: {e}") from e

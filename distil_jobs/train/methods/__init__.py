@@ -1,0 +1,1 @@
+"""Distillation methods: each turns a batch into a loss and evaluates a dev split."""

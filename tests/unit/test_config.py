@@ -1,0 +1,96 @@
+"""Config resolution: flag > DISTIL_* env > YAML file > default, with one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from distil_jobs.config import build_command, resolve, setting
+from distil_jobs.errors import DistilError
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class DemoConfig:
+    input: str | None = setting(None, "in")
+    batch_size: int = setting(64, "bs")
+    lr: float = setting(1e-4, "lr")
+    layers: list[int] = setting([], "layers")
+    normalize: bool = setting(False, "norm")
+    loss: str = setting("mse", "loss", choices=("mse", "cosine"))
+    hf_token: str | None = setting(None, "token", secret=True)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_flag_beats_env_beats_file_beats_default():
+    file_values = {"batch_size": 8, "lr": 0.5, "loss": "cosine"}
+    env = {"DISTIL_BATCH_SIZE": "16", "DISTIL_LR": "0.25"}
+    r = resolve(DemoConfig, {"batch_size": "32"}, file_values, "c.yaml", env)
+    assert r.values["batch_size"] == 32 and r.sources["batch_size"] == "flag"
+    assert r.values["lr"] == 0.25 and r.sources["lr"] == "env"
+    assert r.values["loss"] == "cosine" and r.sources["loss"] == "file"
+    assert r.values["normalize"] is False and r.sources["normalize"] == "default"
+
+
+def test_lists_parse_from_commas_and_yaml_lists():
+    assert resolve(DemoConfig, {"layers": "0,6,12"}, {}, None, {}).values["layers"] == [0, 6, 12]
+    assert resolve(DemoConfig, {}, {"layers": [1, 2]}, "c.yaml", {}).values["layers"] == [1, 2]
+
+
+def test_unknown_yaml_key_lists_valid_keys():
+    with pytest.raises(DistilError, match=r"unknown key 'batchsize'.*did you mean 'batch_size'.*valid keys: "):
+        resolve(DemoConfig, {}, {"batchsize": 3}, "c.yaml", {})
+
+
+def test_unknown_distil_env_is_ignored_but_bad_known_value_is_an_error():
+    r = resolve(DemoConfig, {}, {}, None, {"DISTIL_SOMETHING_ELSE": "x"})
+    assert r.values["batch_size"] == 64
+    with pytest.raises(DistilError, match="DISTIL_BATCH_SIZE='abc': expected an integer"):
+        resolve(DemoConfig, {}, {}, None, {"DISTIL_BATCH_SIZE": "abc"})
+    with pytest.raises(DistilError, match="must be one of mse, cosine"):
+        resolve(DemoConfig, {}, {}, None, {"DISTIL_LOSS": "l1"})
+
+
+def test_yaml_expands_environment_variables(tmp_path, monkeypatch):
+    from distil_jobs.config import load_config_file
+
+    monkeypatch.setenv("DISTIL_DATA_DIR", "/data")
+    p = write(tmp_path, "input: ${DISTIL_DATA_DIR}/menyo20k/train.jsonl\nbatch_size: ${BS:-7}\n")
+    values = load_config_file(str(p), "demo", {"demo"})
+    assert values == {"input": "/data/menyo20k/train.jsonl", "batch_size": "7"}
+    p = write(tmp_path, "input: ${NOT_SET_ANYWHERE}/x\n")
+    with pytest.raises(DistilError, match=r"uses \$\{NOT_SET_ANYWHERE\} but it is not set"):
+        load_config_file(str(p), "demo", {"demo"})
+
+
+def test_pipeline_file_gives_each_job_its_section(tmp_path):
+    from distil_jobs.config import load_config_file
+
+    p = write(tmp_path, "demo:\n  batch_size: 3\nother-job:\n  epochs: 1\n")
+    assert load_config_file(str(p), "demo", {"demo", "other-job"}) == {"batch_size": 3}
+    with pytest.raises(DistilError, match="has no 'third' section"):
+        load_config_file(str(p), "third", {"demo", "other-job", "third"})
+
+
+def test_dry_run_prints_sources_and_redacts_secrets(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    seen = []
+    cmd = build_command("demo", DemoConfig, seen.append, "Demo job.", {"demo"})
+    monkeypatch.setenv("DISTIL_HF_TOKEN", "hf_supersecret")
+    monkeypatch.setenv("DISTIL_LR", "0.1")
+    p = write(tmp_path, "batch_size: 4\n")
+    result = CliRunner().invoke(cmd, ["--config", str(p), "--loss", "cosine", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "hf_supersecret" not in result.output
+    assert "hf_token: '***'  # env" in result.output
+    assert "batch_size: 4  # file" in result.output
+    assert "lr: 0.1  # env" in result.output
+    assert "loss: cosine  # flag" in result.output
+    assert seen == []  # dry run does not run the job
