@@ -21,6 +21,7 @@ from distil_jobs.errors import DistilError, PreemptedError
 # Job name -> module. Add a line here when a job lands.
 JOB_MODULES: dict[str, str] = {
     "precompute-embeddings": "distil_jobs.jobs.precompute",
+    "train-student": "distil_jobs.jobs.train",
 }
 
 
@@ -55,12 +56,26 @@ def main() -> None:
 
 @main.command("inspect")
 @click.argument("uri")
-def inspect_cmd(uri: str) -> None:
-    """Print the manifest of the artifact at URI."""
+@click.option("--summary", is_flag=True, help="A few readable lines instead of the whole manifest.")
+def inspect_cmd(uri: str, summary: bool) -> None:
+    """Print the manifest of the artifact at URI (refuses a folder without one)."""
     from distil_jobs.artifacts import require_artifact
 
     _, manifest = require_artifact(uri)
-    click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+    if not summary:
+        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    extra = manifest.get("extra", {})
+    size = sum(f.get("bytes", 0) for f in manifest.get("files", []))
+    click.echo(f"artifact : {uri}")
+    click.echo(f"kind     : {manifest['kind']} (made by {manifest['job']}, {manifest['created']})")
+    click.echo(f"rows     : {manifest.get('rows')}  files: {len(manifest.get('files', []))}  bytes: {size:,}")
+    for key in ("columns", "embedding_columns", "metrics", "tasks", "models"):
+        if key in extra:
+            click.echo(f"{key:<9}: {json.dumps(extra[key])}")
+    click.echo(f"inputs   : {', '.join(i['uri'] for i in manifest.get('inputs', []))}")
+    click.echo(f"licence  : {manifest.get('license') or 'unknown'}")
+    click.echo(f"code     : distil-jobs {manifest['code']['distil_jobs']} @ {manifest['code'].get('git_commit')}")
 
 
 @main.command("fetch-model")
