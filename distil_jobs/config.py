@@ -160,7 +160,8 @@ def expand_env_refs(value: Any, source: str) -> Any:
                 return os.environ[name]
             if fallback is not None:
                 return fallback
-            raise DistilError(f"{source} uses ${{{name}}} but it is not set: export {name} or give a default as ${{{name}:-value}}")
+            raise DistilError(f"{source} uses ${{{name}}} but it is not set: "
+                              f"export {name} or give a default as ${{{name}:-value}}")
         return _ENV_REF.sub(sub, value)
     if isinstance(value, list):
         return [expand_env_refs(v, source) for v in value]

@@ -29,8 +29,7 @@ class Publisher:
         self._pending_rows = 0
 
     def staging_path(self, rel: str) -> str:
-        path = os.path.join(self._staging, rel.replace("/", "__"))
-        return path
+        return os.path.join(self._staging, rel.replace("/", "__"))
 
     def add(self, local: str, rel: str, rows: int) -> None:
         self._pending.append((local, rel))
@@ -38,22 +37,23 @@ class Publisher:
         if self._pending_rows >= self.push_every:
             self.flush()
 
-    def flush(self, extra_files: list[tuple[str, str]] | None = None) -> None:
-        files = self._pending + (extra_files or [])
-        if not files:
+    def flush(self) -> None:
+        """Publish pending chunks and the updated `progress.json` together (one commit on the Hub)."""
+        if not self._pending:
             return
-        self.location.put_files(files, message=f"distil-jobs: publish {len(files)} file(s)")
-        for local, _ in files:
-            if local.startswith(self._staging):
-                os.unlink(local)
-        self._pending, self._pending_rows = [], 0
-        self.write_progress()
-
-    def write_progress(self) -> None:
-        published = [f for f in list_files(self.location) if f.startswith("data/")]
-        progress: dict[str, Any] = {"kind": self.kind, "files": published, "total_rows": self.total_rows,
+        published = {f for f in list_files(self.location) if f.startswith("data/")}
+        published |= {rel for _, rel in self._pending}
+        progress: dict[str, Any] = {"kind": self.kind, "files": sorted(published), "total_rows": self.total_rows,
                                     "complete": False}
-        self.location.put_bytes(PROGRESS, json.dumps(progress, indent=2).encode(), message="distil-jobs: progress")
+        progress_file = os.path.join(self._staging, PROGRESS)
+        with open(progress_file, "w") as f:
+            json.dump(progress, f, indent=2)
+        # progress.json goes last: on a file system or S3 it never lists a chunk not yet there.
+        self.location.put_files([*self._pending, (progress_file, PROGRESS)],
+                                message=f"distil-jobs: publish {len(self._pending)} chunk(s)")
+        for local, _ in self._pending:
+            os.unlink(local)
+        self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)

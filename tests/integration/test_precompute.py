@@ -142,7 +142,7 @@ def test_push_every_publishes_progress_and_partial_reads_need_a_flag(cli, menyo_
         "--num-shards", "2", "--shard-index", "0", "--chunk-rows", "10", "--push-every", "20", check=True)
     progress = json.loads((out / "progress.json").read_text())
     assert len(progress["files"]) == 4 and progress["complete"] is False
-    with pytest.raises(DistilError, match="no manifest.json"):
+    with pytest.raises(DistilError, match=r"no manifest\.json"):
         read_table(str(out))
     assert read_table(str(out), allow_partial=True).num_rows == 40
 
@@ -207,7 +207,7 @@ def test_readers_reject_a_folder_without_manifest(tmp_path):
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "part.parquet").write_bytes(b"x")
-    with pytest.raises(DistilError, match="has no manifest.json"):
+    with pytest.raises(DistilError, match=r"has no manifest\.json"):
         require_artifact(str(tmp_path))
 
 
