@@ -218,3 +218,19 @@ def test_cli_help_lists_every_option():
     for flag in ("--input", "--pair-column", "--output-type", "--layers", "--num-shards", "--push-every",
                  "--skip-empty", "--finalize", "--dry-run", "--config"):
         assert flag in done.stdout
+
+
+def test_plain_transformers_teacher_pools_like_its_sentence_transformers_twin(cli, menyo_small, minilm_path, tmp_path):
+    import shutil
+
+    plain = tmp_path / "plain-minilm"
+    shutil.copytree(minilm_path, plain, ignore=shutil.ignore_patterns("modules.json", "1_Pooling", "*sentence*"))
+    st_out, hf_out = tmp_path / "st", tmp_path / "hf"
+    base = ["--input", str(menyo_small), "--text-column", "en", "--max-rows", "30", "--max-length", "64",
+            "--dtype", "float32"]
+    cli("precompute-embeddings", *base, "--output", str(st_out), "--teacher", minilm_path,
+        "--output-type", "pre_dense", check=True)
+    cli("precompute-embeddings", *base, "--output", str(hf_out), "--teacher", str(plain), "--pooling", "mean", check=True)
+    a = np.asarray(load_rows(st_out)["teacher_embedding_pre_dense"])
+    b = np.asarray(load_rows(hf_out)["teacher_embedding_final"])
+    np.testing.assert_allclose(a, b, atol=1e-4)
