@@ -89,7 +89,9 @@ class TextEncoder:
                  self.autocast_dtype, self.num_layers)
 
     def _load(self, trust_remote_code: bool) -> None:
-        kwargs = {"attn_implementation": self.attention}
+        kwargs: dict[str, Any] = {"attn_implementation": self.attention}
+        if self.attention == "flash_attention_2":
+            kwargs["dtype"] = torch.bfloat16  # flash-attn kernels take only half-precision weights
         if os.path.exists(os.path.join(self.path, "modules.json")):
             from sentence_transformers import SentenceTransformer
 
