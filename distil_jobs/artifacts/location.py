@@ -27,9 +27,18 @@ class HubRepo:
     repo_id: str
     repo_type: str  # "model" or "dataset"
     subdir: str
+    revision: str = "main"
+
+    @property
+    def fs_root(self) -> str:
+        """The path HfFileSystem reads: `[datasets/]org/name@revision[/subdir]`."""
+        prefix = "datasets/" if self.repo_type == "dataset" else ""
+        root = f"{prefix}{self.repo_id}@{self.revision}"
+        return posixpath.join(root, self.subdir) if self.subdir else root
 
 
 def parse_hub_uri(uri: str) -> HubRepo:
+    """hf://[datasets/]org/name[@revision][/subdir]; the revision defaults to main."""
     rest = uri[len("hf://"):].strip("/")
     parts = rest.split("/")
     repo_type = "model"
@@ -38,7 +47,8 @@ def parse_hub_uri(uri: str) -> HubRepo:
         parts = parts[1:]
     if len(parts) < 2:
         raise DistilError(f"{uri}: a Hub URI needs an org and a name, e.g. hf://datasets/org/name or hf://org/model")
-    return HubRepo("/".join(parts[:2]), repo_type, "/".join(parts[2:]))
+    name, _, revision = parts[1].partition("@")
+    return HubRepo(f"{parts[0]}/{name}", repo_type, "/".join(parts[2:]), revision or "main")
 
 
 def s3_filesystem() -> Any:
@@ -55,11 +65,19 @@ def s3_filesystem() -> Any:
 
 class S3Guard:
     """Forwards every call to an s3fs filesystem and turns credential and connection failures into
-    one-line DistilErrors: they are the user's to fix, and s3fs reports them as deep tracebacks."""
+    one-line DistilErrors: they are the user's to fix, and s3fs reports them as deep tracebacks.
+
+    Translation happens here, around the public calls, because s3fs itself catches broad
+    exceptions in places. Libraries that need a real fsspec instance (pyarrow `filesystem=`,
+    datasets) take `.unwrapped`."""
 
     def __init__(self, fs: Any, endpoint: str) -> None:
         self._fs = fs
         self._endpoint = endpoint
+
+    @property
+    def unwrapped(self) -> Any:
+        return self._fs
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._fs, name)
@@ -140,10 +158,18 @@ class Location:
         return Location(self.uri.rstrip("/") + "/" + rel, self.scheme, self.path(rel), self.fs)
 
     def exists(self, rel: str = "") -> bool:
+        self._forget(rel)
         return bool(self.fs.exists(self.path(rel)))
 
     def read_bytes(self, rel: str) -> bytes:
+        self._forget(rel)
         return bytes(self.fs.cat_file(self.path(rel)))
+
+    def _forget(self, rel: str) -> None:
+        # Other processes (shards, a resumed run) write here too: a listing cached by this
+        # process must not hide a manifest or marker that appeared since.
+        if self.scheme == "s3":
+            self.fs.invalidate_cache(self.path(rel))
 
     def read_json(self, rel: str) -> Any:
         return json.loads(self.read_bytes(rel))
@@ -163,7 +189,8 @@ class Location:
     def delete(self, rel: str) -> None:
         if self.scheme == "hf":
             repo = parse_hub_uri(self.uri)
-            _hub_api().delete_file(posixpath.join(repo.subdir, rel), repo.repo_id, repo_type=repo.repo_type)
+            _hub_api().delete_file(posixpath.join(repo.subdir, rel), repo.repo_id, repo_type=repo.repo_type,
+                                   revision=repo.revision)
         elif self.exists(rel):
             self.fs.rm(self.path(rel), recursive=True)
 
@@ -233,12 +260,13 @@ class Location:
             return False
         repo = parse_hub_uri(self.uri)
         api = _hub_api()
-        head = api.repo_info(repo.repo_id, repo_type=repo.repo_type).sha
+        head = api.repo_info(repo.repo_id, repo_type=repo.repo_type, revision=repo.revision).sha
         from huggingface_hub import CommitOperationAdd
 
         try:
             api.create_commit(repo.repo_id, [CommitOperationAdd(posixpath.join(repo.subdir, rel), data)],
-                              commit_message=f"distil-jobs: {rel}", repo_type=repo.repo_type, parent_commit=head)
+                              commit_message=f"distil-jobs: {rel}", repo_type=repo.repo_type, parent_commit=head,
+                              revision=repo.revision)
         except Exception as e:  # the Hub reports a lost race as a generic HTTP error
             if self.exists(rel):
                 return False
@@ -252,7 +280,7 @@ class Location:
         api = _hub_api()
         api.create_repo(repo.repo_id, repo_type=repo.repo_type, exist_ok=True, private=True)
         ops = [CommitOperationAdd(posixpath.join(repo.subdir, rel), local) for local, rel in files]
-        api.create_commit(repo.repo_id, ops, commit_message=message, repo_type=repo.repo_type)
+        api.create_commit(repo.repo_id, ops, commit_message=message, repo_type=repo.repo_type, revision=repo.revision)
         self.fs.invalidate_cache()
 
 
@@ -273,9 +301,7 @@ def open_location(uri: str) -> Location:
     if uri.startswith("hf://"):
         from huggingface_hub import HfFileSystem
 
-        repo = parse_hub_uri(uri)
-        prefix = "datasets/" if repo.repo_type == "dataset" else ""
-        root = posixpath.join(prefix + repo.repo_id, repo.subdir) if repo.subdir else prefix + repo.repo_id
+        root = parse_hub_uri(uri).fs_root
         return Location(uri.rstrip("/"), "hf", root, HfFileSystem())
     if "://" in uri and not uri.startswith("file://"):
         scheme = uri.split("://", 1)[0]

@@ -125,8 +125,8 @@ def resolve_model(ref: str) -> str:
         from huggingface_hub import snapshot_download
 
         try:
-            path = snapshot_download(repo.repo_id, repo_type=repo.repo_type)
-        except Exception as e:  # noqa: BLE001 - offline, auth and not-found errors all end here
+            path = snapshot_download(repo.repo_id, repo_type=repo.repo_type, revision=repo.revision)
+        except Exception as e:
             raise DistilError(f"cannot download {ref} ({type(e).__name__}): check HF_TOKEN, HF_ENDPOINT and network") from None
         return os.path.join(path, repo.subdir) if repo.subdir else path
     if ref.startswith(("s3://", "file://")):

@@ -35,10 +35,11 @@ class LocalHub:
     def create_repo(self, repo_id: str, repo_type: str = "model", exist_ok: bool = False, private: bool = False):
         self._repo(repo_id, repo_type).mkdir(parents=True, exist_ok=exist_ok)
 
-    def repo_info(self, repo_id: str, repo_type: str = "model"):
+    def repo_info(self, repo_id: str, repo_type: str = "model", revision: str = "main"):
         return type("Info", (), {"sha": self.head})()
 
-    def create_commit(self, repo_id, operations, commit_message="", repo_type="model", parent_commit=None):
+    def create_commit(self, repo_id, operations, commit_message="", repo_type="model", parent_commit=None,
+                      revision="main"):
         if parent_commit is not None and parent_commit != self.head:
             raise RuntimeError("412 Precondition Failed: parent commit is not the head")
         base = self._repo(repo_id, repo_type)
@@ -49,8 +50,20 @@ class LocalHub:
             target.write_bytes(src if isinstance(src, bytes) else Path(src).read_bytes())
         self.commits.append({"message": commit_message, "files": [op.path_in_repo for op in operations]})
 
-    def delete_file(self, path_in_repo, repo_id, repo_type="model"):
+    def delete_file(self, path_in_repo, repo_id, repo_type="model", revision="main"):
         (self._repo(repo_id, repo_type) / path_in_repo).unlink()
+
+
+class MainBranchFileSystem(DirFileSystem):
+    """Reads the double's folders with HfFileSystem's paths (`org/name@main/...`)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(path=str(root), fs=fsspec.filesystem("file"))
+
+    def _join(self, path):
+        if isinstance(path, str):
+            path = path.replace("@main", "")
+        return super()._join(path)
 
 
 @pytest.fixture()
@@ -62,8 +75,7 @@ def local_hub(tmp_path, monkeypatch):
     hub = LocalHub(tmp_path / "hub")
     hub.root.mkdir()
     monkeypatch.setattr(location, "_hub_api", lambda: hub)
-    monkeypatch.setattr(huggingface_hub, "HfFileSystem",
-                        lambda: DirFileSystem(path=str(hub.root), fs=fsspec.filesystem("file")))
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", lambda: MainBranchFileSystem(hub.root))
     return hub
 
 
