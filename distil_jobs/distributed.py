@@ -114,25 +114,30 @@ def resolve_rendezvous(master_addr: str | None = None, master_port: int | None =
     env = os.environ if env is None else env
     port = master_port
     if env.get(SPAWNED_ENV) or ("RANK" in env and "WORLD_SIZE" in env):
-        # torchrun (or our own spawner) already placed this process: its env is the truth.
+        # torchrun (or our own spawner) already placed this process: its env is the truth, the
+        # master too (torchrun's agent serves the store on its MASTER_PORT; flags cannot move it).
         world = _int(env, "WORLD_SIZE")
         local_world = _int(env, "LOCAL_WORLD_SIZE") if "LOCAL_WORLD_SIZE" in env else (nproc_per_node or world)
         rank = _int(env, "RANK")
-        return Rendezvous(master_addr or env.get("MASTER_ADDR", "127.0.0.1"),
-                          port or int(env.get("MASTER_PORT", DEFAULT_PORT)), max(1, world // local_world),
+        return Rendezvous(env.get("MASTER_ADDR", master_addr or "127.0.0.1"),
+                          int(env.get("MASTER_PORT", port or DEFAULT_PORT)), max(1, world // local_world),
                           rank // local_world, local_world, rank, _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env
                           else rank % local_world, "spawned" if env.get(SPAWNED_ENV) else "torchrun")
-    flags_given = any(v is not None for v in (master_addr, nnodes, node_rank)) or bool(nproc_per_node)
-    if flags_given:
+    slurm = "SLURM_JOB_NODELIST" in env and "SLURM_PROCID" in env
+    k8s = "JOB_COMPLETION_INDEX" in env
+    # Naming rank 0 or this node's index takes over; a node or process count alone only
+    # completes what a scheduler says (Kubernetes does not tell a pod the node count).
+    explicit = master_addr is not None or node_rank is not None
+    if explicit or (not slurm and not k8s and (nnodes or nproc_per_node)):
         n = nnodes or 1
         nr = node_rank or 0
         if n > 1 and not master_addr:
             raise DistilError(f"--nnodes {n} needs --master-addr (the host of node 0)")
         return _checked(Rendezvous(master_addr or "127.0.0.1", port or DEFAULT_PORT, n, nr,
                                    nproc_per_node or _gpu_count() or 1, None, None, "flags"))
-    if "SLURM_JOB_NODELIST" in env and "SLURM_PROCID" in env:
+    if slurm:
         return _from_slurm(env, master_addr, port, nproc_per_node)
-    if "JOB_COMPLETION_INDEX" in env:
+    if k8s:
         return _from_k8s(env, nnodes, nproc_per_node, k8s_job, k8s_service, port)
     gpus = _gpu_count()
     if gpus > 1:  # a GPU node with no launcher: one rank per GPU
@@ -208,8 +213,10 @@ def init_process_group(rdzv: Rendezvous, backend: str) -> None:
     import torch.distributed as dist
 
     os.environ.update(rdzv.env())
-    dist.init_process_group(backend, init_method=f"tcp://{rdzv.master_addr}:{rdzv.master_port}",
-                            rank=rdzv.rank, world_size=rdzv.world_size, timeout=datetime.timedelta(minutes=30))
+    # env://, not tcp://host:port: under torchrun the agent already serves a store on MASTER_PORT
+    # (TORCHELASTIC_USE_AGENT_STORE), and a second store on the same port would wait forever.
+    dist.init_process_group(backend, init_method="env://", rank=rdzv.rank, world_size=rdzv.world_size,
+                            timeout=datetime.timedelta(minutes=30))
 
 
 def destroy_process_group() -> None:

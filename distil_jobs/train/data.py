@@ -86,7 +86,8 @@ def _texts(table: pa.Table, column: str, uri: str, flag: str) -> list[str]:
 
 def _read(uri: str, spec: DataSpec, role: str) -> tuple[DistilData, dict[str, Any]]:
     """One dataset: a teacher-embeddings artifact (with targets) or raw text (targets left to the teacher)."""
-    info: dict[str, Any] = {"teacher": None, "text_column": spec.text_column or "text", "pair_column": spec.pair_column}
+    info: dict[str, Any] = {"teacher": None, "text_column": spec.text_column or "text", "pair_column": spec.pair_column,
+                            "license": license_of(uri)}
     manifest = None
     if spec.targets and uri == spec.targets:
         _, manifest = require_artifact(uri, TARGETS_KIND)
@@ -98,6 +99,7 @@ def _read(uri: str, spec: DataSpec, role: str) -> tuple[DistilData, dict[str, An
     if manifest is not None:
         extra = manifest.get("extra", {})
         info["teacher"] = (manifest.get("config") or {}).get("teacher")
+        info["license"] = manifest.get("license") or info["license"]  # the data's licence travels along
         info["text_column"] = spec.text_column or extra.get("text_column") or "text"
         if not spec.monolingual:
             info["pair_column"] = spec.pair_column or extra.get("pair_column")
@@ -119,7 +121,7 @@ def load_data(spec: DataSpec) -> LoadedData:
     train, info = _read(uri, spec, "train")
     inputs = [input_ref(uri, "targets" if spec.targets else "input")]
     if spec.dev_input:
-        dev, dev_info = _read(spec.dev_input, spec, "dev")
+        dev, _ = _read(spec.dev_input, spec, "dev")
         if train.pairs is not None and dev.pairs is None:
             raise DistilError(f"--dev-input {spec.dev_input} has no pair column '{info['pair_column']}' but the "
                               "training data is parallel: give a dev set with both columns")
@@ -140,5 +142,5 @@ def load_data(spec: DataSpec) -> LoadedData:
         raise DistilError(f"dev targets have {dev.targets.shape[1]} dims, training targets {dim}: use the same teacher")
     log.info("data: %d training rows, %d dev rows%s, targets %s", len(train), len(dev) if dev else 0,
              ", parallel" if train.pairs else "", "precomputed" if dim else "from the online teacher")
-    return LoadedData(train, dev, info["teacher"], dim, info["text_column"], info["pair_column"], license_of(uri),
+    return LoadedData(train, dev, info["teacher"], dim, info["text_column"], info["pair_column"], info["license"],
                       inputs)

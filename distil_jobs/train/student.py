@@ -41,7 +41,7 @@ def layer_list(model: nn.Module) -> nn.ModuleList:
     for _, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module
-    raise DistilError(f"cannot find the layer stack of {type(model).__name__}: --student-layers is not supported for it")
+    raise DistilError(f"cannot find the layer stack of {type(model).__name__}: --student-layers does not support it")
 
 
 def keep_layers(model: nn.Module, layers: list[int]) -> None:
@@ -87,7 +87,8 @@ def build_student(ref: str, *, target_dim: int, layers: list[int], projection: b
         kept = [m for m in st if not isinstance(m, Normalize)]
         if len(kept) != len(st):
             st = type(st)(modules=kept, device=str(device))
-    dim = st.get_sentence_embedding_dimension()
+    dim = (st.get_embedding_dimension if hasattr(st, "get_embedding_dimension")
+           else st.get_sentence_embedding_dimension)()
     if dim != target_dim:
         if not projection:
             raise DistilError(f"student {ref} gives {dim}-dim embeddings but the targets have {target_dim}: "
@@ -98,6 +99,11 @@ def build_student(ref: str, *, target_dim: int, layers: list[int], projection: b
         modules.insert(at, dense)  # before Normalize, so a normalised student stays normalised
         st = type(st)(modules=modules, device=str(device))
         log.info("student %s: added a trainable Dense projection %d → %d", ref, dim, target_dim)
+    # BERT-style poolers are loaded but never used by sentence-transformers: freeze them, or DDP waits
+    # forever for their gradients (and ZeRO reduces them for nothing).
+    for name, p in backbone.named_parameters():
+        if name.startswith("pooler."):
+            p.requires_grad_(False)
     if gradient_checkpointing:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     st.to(device)

@@ -1,0 +1,154 @@
+"""Train a student to reproduce a teacher's sentence embeddings (--method embedding).
+
+Targets come from a precompute-embeddings artifact (--targets) or an online teacher (--input
+with --teacher). With --pair-column (English + translation) the student learns the other
+language too. DDP by default, DeepSpeed ZeRO with --deepspeed-stage; checkpoints every
+--save-steps; SIGTERM/SIGUSR1/SIGUSR2 save and exit 75, and the same command resumes. The
+student lands in <output>/final/ (a SentenceTransformer folder), the manifest is written last.
+
+\b
+One process:
+  distil-jobs train-student --targets out/menyo-mpnet --student minilm \\
+      --output out/student --epochs 1 --batch-size 32
+Online teacher, 2 local ranks (CPU: gloo, GPU: NCCL), ZeRO-2:
+  distil-jobs train-student --input $DISTIL_DATA_DIR/menyo20k/train.jsonl --text-column en \\
+      --pair-column yo --teacher mpnet --student minilm --nproc-per-node 2 --deepspeed-stage 2 --output out/s
+Two nodes (run one command on each; the output must be on storage both see):
+  node0$ distil-jobs train-student ... --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0
+  node1$ distil-jobs train-student ... --nnodes 2 --node-rank 1 --nproc-per-node 8 --master-addr node0
+torchrun, Slurm (srun, one task per GPU or one per node) and Kubernetes Indexed Jobs are read
+from their environment; see docs/train-student.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from distil_jobs.config import setting
+from distil_jobs.errors import DistilError
+from distil_jobs.log import get_logger
+from distil_jobs.train.methods.losses import LOSSES
+
+NAME = "train-student"
+METHODS = ("embedding",)
+log = get_logger(NAME)
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class Config:
+    output: str | None = setting(None, "Where the run lives: checkpoints/, metrics.jsonl, final/ (the student) and "
+                                       "manifest.json. A folder, s3://... or hf://...; rerun with the same output "
+                                       "to resume.")
+    method: str = setting("embedding", "Distillation method.", choices=METHODS)
+    # data
+    targets: str | None = setting(None, "A precompute-embeddings artifact with the teacher's embeddings.")
+    input: str | None = setting(None, "Raw text dataset URI, embedded on the fly by --teacher.")
+    target_type: str = setting("final", "Which teacher embedding to learn: the final one or the one before "
+                                        "Dense/Normalize.", choices=("final", "pre_dense"))
+    text_column: str | None = setting(None, "Text column (default: the targets artifact's, else 'text').")
+    pair_column: str | None = setting(None, "Translation column for parallel distillation (default: the targets "
+                                            "artifact's pair column, if any).")
+    monolingual: bool = setting(False, "Ignore the targets artifact's pair column.")
+    max_rows: int | None = setting(None, "Use only the first N training rows.")
+    dev_input: str | None = setting(None, "Dev set URI (a targets artifact, or raw text for the teacher).")
+    dev_fraction: float = setting(0.02, "Without --dev-input, hold out this fraction of rows (fixed by --seed).")
+    # models
+    teacher: str | None = setting(None, "Online teacher: alias (minilm, mpnet), folder or hub id. Needed "
+                                        "without --targets.")
+    teacher_max_length: int | None = setting(None, "Online teacher's max tokens (default: its limit, as "
+                                                   "precompute-embeddings).")
+    student: str = setting("minilm", "Student model: alias, folder, hf://org/model or hub id.")
+    student_layers: list[int] = setting([], "Keep only these layers of the student, e.g. 0,2,4.")
+    projection: bool = setting(True, "Add a trainable Dense projection when student and teacher widths differ.")
+    # loss
+    loss: str = setting("mse", "mse, cosine (1-cos), kld (softmax over dimensions) or mse+kld.", choices=LOSSES)
+    temperature: float = setting(1.0, "Temperature of the kld loss.")
+    alpha: float = setting(0.5, "Weight of KLD in mse+kld: alpha*KLD + (1-alpha)*MSE.")
+    pair_student_weight: float = setting(0.0, "Parallel data: weight of an extra MSE between the student's "
+                                              "source and translation embeddings.")
+    # optimisation
+    batch_size: int = setting(32, "Rows per micro-batch per process (parallel data: pairs).")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    lr: float = setting(5e-5, "Peak learning rate (AdamW).")
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms).")
+    warmup_ratio: float = setting(0.1, "Fraction of steps with linear warmup; linear decay after.")
+    max_grad_norm: float = setting(1.0, "Clip gradients to this norm (0: off).")
+    epochs: int = setting(1, "Passes over the training rows.")
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
+    max_length: int = setting(128, "Student's max tokens per text.")
+    seed: int = setting(42, "Seed for shuffling, the dev split and initialisation.")
+    precision: str = setting("auto", "auto: bf16 on GPUs that support it, else fp32.",
+                             choices=("auto", "fp32", "bf16"))
+    gradient_checkpointing: bool = setting(False, "Recompute activations in backward to save memory.")
+    compile: bool = setting(False, "torch.compile the student (DDP path).")
+    device: str = setting("auto", "auto, cpu or cuda (each rank takes cuda:LOCAL_RANK).")
+    # evaluation, checkpoints, tracking
+    eval_steps: int = setting(100, "Evaluate on the dev split every N steps (0: only at start and end).")
+    save_steps: int = setting(500, "Checkpoint every N steps (0: only on preemption).")
+    keep_checkpoints: int = setting(2, "Keep the newest N checkpoints.")
+    checkpoint_dir: str | None = setting(None, "Local/shared folder for checkpoints (default: <output>/checkpoints, "
+                                               "or a local cache folder when --output is s3:// or hf://). "
+                                               "Several nodes need one that all of them see.")
+    log_steps: int = setting(10, "Log a metrics line every N steps.")
+    requeue: bool = setting(True, "On preemption under Slurm, `scontrol requeue` the job when it allows requeue.")
+    wandb: bool = setting(False, "Log to wandb (also on when WANDB_API_KEY is set; offline without a key).")
+    wandb_project: str = setting("distil-jobs", "wandb project.")
+    wandb_run_name: str | None = setting(None, "wandb run name.")
+    push_to: str | None = setting(None, "Also upload the student to hf://org/name (token from HF_TOKEN).")
+    # DeepSpeed
+    deepspeed_stage: int | None = setting(None, "Use DeepSpeed ZeRO at this stage (0-3); default: plain DDP.")
+    offload_optimizer: str = setting("none", "ZeRO optimizer offload.", choices=("none", "cpu"))
+    deepspeed_config: str | None = setting(None, "A DeepSpeed JSON config to use instead (gaps are filled).")
+    # rendezvous
+    nproc_per_node: int | None = setting(None, "Ranks to start on this node (default: 1, or the GPU count).")
+    nnodes: int | None = setting(None, "Number of nodes.")
+    node_rank: int | None = setting(None, "This node's index, 0..nnodes-1.")
+    master_addr: str | None = setting(None, "Host of rank 0.")
+    master_port: int | None = setting(None, "Port of rank 0 (default 29500; under Slurm derived from the job id).")
+    backend: str = setting("auto", "torch.distributed backend (auto: nccl on GPUs, gloo on CPU).",
+                           choices=("auto", "gloo", "nccl"))
+    k8s_job: str | None = setting(None, "Kubernetes Indexed Job name (default: from the pod's hostname).")
+    k8s_service: str | None = setting(None, "Headless service of the Kubernetes Indexed Job (rank 0 is "
+                                            "<job>-0.<service>).")
+
+
+def validate(cfg: Config) -> None:
+    if not cfg.output:
+        raise DistilError("--output is required: where to write checkpoints and the student")
+    if not cfg.targets and not cfg.input:
+        raise DistilError("give --targets (a precompute-embeddings artifact) or --input with --teacher")
+    if cfg.targets and cfg.input:
+        raise DistilError("give either --targets or --input, not both")
+    if cfg.input and not cfg.teacher:
+        raise DistilError("--input needs --teacher MODEL to compute targets online (or use --targets)")
+    for name in ("batch_size", "grad_accum", "epochs", "max_length", "log_steps"):
+        if getattr(cfg, name) < 1:
+            raise DistilError(f"--{name.replace('_', '-')} must be at least 1")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise DistilError("--max-steps must be at least 1")
+    if not 0 <= cfg.dev_fraction < 1:
+        raise DistilError(f"--dev-fraction {cfg.dev_fraction}: use a value in [0, 1)")
+    if not 0 <= cfg.warmup_ratio <= 1 or not 0 <= cfg.alpha <= 1:
+        raise DistilError("--warmup-ratio and --alpha must be in [0, 1]")
+    if cfg.temperature <= 0:
+        raise DistilError("--temperature must be positive")
+    if cfg.deepspeed_stage is not None and cfg.deepspeed_stage not in (0, 1, 2, 3):
+        raise DistilError(f"--deepspeed-stage {cfg.deepspeed_stage}: use 0, 1, 2 or 3")
+    if cfg.offload_optimizer != "none" and cfg.deepspeed_stage not in (1, 2, 3) and not cfg.deepspeed_config:
+        raise DistilError("--offload-optimizer needs --deepspeed-stage 1, 2 or 3")
+    if cfg.keep_checkpoints < 1:
+        raise DistilError("--keep-checkpoints must be at least 1 (the newest is needed to resume)")
+    if cfg.push_to and not cfg.push_to.startswith("hf://"):
+        raise DistilError(f"--push-to {cfg.push_to}: expected hf://org/name")
+
+
+def run(cfg: Config) -> None:
+    from distil_jobs.distributed import spawn_local
+    from distil_jobs.train.runner import rendezvous_of, train_worker
+
+    rdzv = rendezvous_of(cfg)
+    if rdzv.needs_spawn:
+        log.info("%s", rdzv.describe())
+        spawn_local(rdzv, train_worker, (cfg,))
+    else:
+        train_worker(cfg)
