@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# A private Docker daemon (own data root and socket; no iptables, no bridge) for building and
+# trying the images on a machine without a system Docker. Run as root.
+#   scripts/dockerd-up.sh [DIR]        # DIR default: $DISTIL_DOCKER_DIR or /tmp/distil-docker
+#   export DOCKER_HOST=unix://DIR/docker.sock
+#   scripts/dockerd-down.sh [DIR]
+# Containers get --network none or --network host only (there is no bridge).
+set -euo pipefail
+DIR=${1:-${DISTIL_DOCKER_DIR:-/tmp/distil-docker}}
+if ! command -v dockerd >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "dockerd-up: dockerd missing: apt-get install docker.io" >&2; exit 3; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null 2>&1 \
+    || { echo "dockerd-up: apt-get install docker.io failed" >&2; exit 3; }
+fi
+mkdir -p "$DIR"
+if [ -f "$DIR/dockerd.pid" ] && kill -0 "$(cat "$DIR/dockerd.pid")" 2>/dev/null; then
+  echo "export DOCKER_HOST=unix://$DIR/docker.sock"; exit 0
+fi
+# vfs works on every file system (overlay inside containers often does not); it is slow for big layers.
+setsid dockerd --data-root="$DIR/data" --exec-root="$DIR/exec" --pidfile="$DIR/dockerd.pid" \
+  -H "unix://$DIR/docker.sock" --storage-driver="${DOCKER_STORAGE_DRIVER:-vfs}" \
+  --iptables=false --ip6tables=false --bridge=none --ip-masq=false </dev/null >"$DIR/dockerd.log" 2>&1 &
+for _ in $(seq 1 100); do
+  DOCKER_HOST="unix://$DIR/docker.sock" docker version >/dev/null 2>&1 && break
+  sleep 0.2
+done
+DOCKER_HOST="unix://$DIR/docker.sock" docker version >/dev/null 2>&1 || {
+  echo "dockerd-up: daemon did not start; last log lines:" >&2; tail -5 "$DIR/dockerd.log" >&2; exit 1; }
+echo "export DOCKER_HOST=unix://$DIR/docker.sock"
