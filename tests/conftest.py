@@ -20,7 +20,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from distil_jobs.data import data_dir  # noqa: E402
+from distil_jobs.data import data_dir
 
 DATA = Path(data_dir())
 
