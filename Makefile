@@ -11,6 +11,8 @@ export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 export TORCH_EXTENSIONS_DIR ?= $(abspath .cache/torch_extensions)
 export DS_ACCELERATOR ?= cpu
+# The venv's tools (distil-jobs, torchrun, weed, hadolint, shellcheck) come first for every recipe.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup demo test test-fast test-server lint bench clean
 
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+	bash scripts/demo.sh
 
 lint: setup
 	$(BIN)/ruff check distil_jobs tests bench
@@ -34,7 +36,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m "not server and not slow" --durations=15
 
 test-server: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "server or slow" --durations=15
+	$(BIN)/python -m pytest -q -m "server or slow" --durations=15
 
 test: lint test-fast test-server
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The embedded default, end to end: MENYO-20k English-Yoruba pairs → MiniLM teacher embeddings
-# on CPU into a local folder artifact. Run through `make demo` (which sets up the venv first).
+# The embedded default, end to end on CPU with local folders: MENYO-20k English-Yoruba pairs →
+# MiniLM teacher embeddings → a 3-layer MiniLM student distilled on both languages → MTEB report.
+# Run through `make demo` (which sets up the venv first). A rerun skips what is already done.
 set -euo pipefail
 DATA="${DISTIL_DATA_DIR:-../shared/data}"
 ROWS="${DEMO_ROWS:-3000}"
@@ -15,8 +16,18 @@ The README's "Data" section lists every dataset the tests and benchmarks use, wi
 MSG
   exit 2
 fi
-echo "== precompute-embeddings: $ROWS MENYO-20k pairs, teacher minilm, CPU → $OUT/embeddings"
-distil-jobs precompute-embeddings --input "$DATA/menyo20k/train.jsonl" --text-column en --pair-column yo \
-  --max-rows "$ROWS" --teacher minilm --chunk-rows 1000 --output "$OUT/embeddings"
+export DEMO_ROWS="$ROWS" DEMO_OUT="$OUT"
+# One pipeline file, one section per job (jobs/demo.yaml); jobs pass artifacts by URI only.
+for job in precompute-embeddings train-student evaluate-mteb; do
+  echo "== $job (config: jobs/demo.yaml [$job])"
+  distil-jobs "$job" --config jobs/demo.yaml
+done
 echo
 distil-jobs inspect --summary "$OUT/embeddings"
+echo
+distil-jobs inspect --summary "$OUT/student"
+echo
+cat "$OUT/report/report.md"
+echo
+echo "Artifacts: $OUT/embeddings (teacher embeddings), $OUT/student/final (SentenceTransformer student,"
+echo "training curve $OUT/student/training_curve.png), $OUT/report (MTEB report, chart $OUT/report/scores.png)."

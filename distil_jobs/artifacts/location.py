@@ -151,6 +151,11 @@ class Location:
     def is_local(self) -> bool:
         return self.scheme == "file"
 
+    def ensure_writable(self) -> None:
+        """Fail early on a local output we cannot write (remote stores report that on first write)."""
+        if self.is_local:
+            ensure_writable_dir(self.root, self.uri)
+
     def path(self, rel: str = "") -> str:
         return posixpath.join(self.root, rel) if rel else self.root
 
@@ -284,6 +289,22 @@ class Location:
         self.fs.invalidate_cache()
 
 
+def ensure_writable_dir(folder: str, uri: str) -> None:
+    """Create `folder` and check we may write there, before any work is done."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise DistilError(f"output {uri} is not writable ({e.strerror}): choose another --output") from None
+    if not os.access(folder, os.W_OK):
+        raise DistilError(f"output {uri} is not writable: choose another --output")
+
+
+def _hub_filesystem() -> Any:
+    from huggingface_hub import HfFileSystem
+
+    return HfFileSystem()
+
+
 def _hub_api() -> Any:
     from huggingface_hub import HfApi
 
@@ -299,10 +320,7 @@ def open_location(uri: str) -> Location:
         fs = s3_filesystem()
         return Location(uri.rstrip("/"), "s3", uri[len("s3://"):].rstrip("/"), fs)
     if uri.startswith("hf://"):
-        from huggingface_hub import HfFileSystem
-
-        root = parse_hub_uri(uri).fs_root
-        return Location(uri.rstrip("/"), "hf", root, HfFileSystem())
+        return Location(uri.rstrip("/"), "hf", parse_hub_uri(uri).fs_root, _hub_filesystem())
     if "://" in uri and not uri.startswith("file://"):
         scheme = uri.split("://", 1)[0]
         raise DistilError(f"{uri}: unsupported scheme '{scheme}://': use a local path, file://, s3:// or hf://")

@@ -156,7 +156,7 @@ def run(cfg: Config) -> None:
     # Everything that can fail on bad input happens before the first write.
     for t in {t.name: t for _, t in pending}.values():
         load_task(t, cfg.max_test_rows)
-    _check_writable(out)
+    out.ensure_writable()
     _claim_settings(out, cfg, p)
     if manifest:
         log.info("the request differs from the report in %s (or --overwrite): the report will be rebuilt", out.uri)
@@ -194,17 +194,6 @@ def _claim_settings(out: Location, cfg: Config, p: Plan) -> None:
 def _covers(manifest: dict[str, Any], p: Plan) -> bool:
     extra = manifest.get("extra") or {}
     return extra.get("pairs") == p.pair_ids() and extra.get("reference") == p.reference
-
-
-def _check_writable(out: Location) -> None:
-    if not out.is_local:
-        return
-    try:
-        os.makedirs(out.root, exist_ok=True)
-    except OSError as e:
-        raise DistilError(f"output {out.uri} is not writable ({e.strerror}): choose another --output") from None
-    if not os.access(out.root, os.W_OK):
-        raise DistilError(f"output {out.uri} is not writable: choose another --output")
 
 
 def _evaluate_pair(out: Location, cfg: Config, st: Any, model: EvalModel, task: EvalTask) -> None:

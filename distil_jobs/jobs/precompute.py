@@ -124,17 +124,6 @@ def load_input(cfg: Config) -> InputRows:
     return InputRows(table, [str(t) for t in texts], total, len(empty))
 
 
-def check_writable(out: Location) -> None:
-    if not out.is_local:
-        return
-    try:
-        os.makedirs(out.root, exist_ok=True)
-    except OSError as e:
-        raise DistilError(f"output {out.uri} is not writable ({e.strerror}): choose another --output") from None
-    if not os.access(out.root, os.W_OK):
-        raise DistilError(f"output {out.uri} is not writable: choose another --output")
-
-
 def claim_output(out: Location, cfg: Config, rows: InputRows) -> None:
     """Record what this output holds; a rerun with different settings is refused, not mixed in."""
     fingerprint = {k: getattr(cfg, k) for k in _FINGERPRINT} | {"num_shards": cfg.num_shards}
@@ -169,7 +158,7 @@ def run(cfg: Config) -> None:
         return
     shard = resolve_shard(cfg.shard_index, cfg.num_shards)
     cfg.num_shards, cfg.shard_index = shard.count, shard.index
-    check_writable(out)
+    out.ensure_writable()
 
     log.info("phase 1/3: read input %s (shard %d/%d from %s)", cfg.input, shard.index, shard.count, shard.source)
     rows = load_input(cfg)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from distil_jobs.artifacts import MANIFEST, Location, open_location
+from distil_jobs.artifacts.location import ensure_writable_dir
 from distil_jobs.config import config_dict
 from distil_jobs.distributed import (
     Rendezvous,
@@ -50,15 +51,6 @@ def work_dir(out: Location) -> str:
     if out.is_local:
         return out.root
     return str(cache_dir() / "runs" / hashlib.sha256(out.uri.encode()).hexdigest()[:16])
-
-
-def check_writable(folder: str, uri: str) -> None:
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise DistilError(f"output {uri} is not writable ({e.strerror}): choose another --output") from None
-    if not os.access(folder, os.W_OK):
-        raise DistilError(f"output {uri} is not writable: choose another --output")
 
 
 def claim(folder: str, cfg: Any) -> None:
@@ -144,7 +136,7 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
         log.info("%s is already complete (manifest present): nothing to do", out.uri)
         return
     folder = work_dir(out)
-    check_writable(folder, out.uri)
+    ensure_writable_dir(folder, out.uri)
 
     data = load_data(DataSpec(cfg.targets, cfg.input, cfg.target_type, cfg.text_column, cfg.pair_column,
                               cfg.monolingual, cfg.max_rows, cfg.dev_input, cfg.dev_fraction, cfg.seed))
@@ -198,7 +190,8 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
             len(data.train), data.license, method=cfg.method, teacher=teacher_ref, target_dim=target_dim,
             target_type=cfg.target_type, text_column=data.text_column, pair_column=data.pair_column,
             steps=trainer.total_steps, world_size=rdzv.world_size, deepspeed=use_ds,
-            final_metrics=final_metrics, dev_rows=len(data.dev) if data.dev else 0)
+            final_metrics=final_metrics, untrained_metrics=tracker.untrained_metrics(),
+            dev_rows=len(data.dev) if data.dev else 0)
         if cfg.push_to:
             push_to_hub(cfg.push_to, stage, extras)
         tracker.finish({"final_" + k: v for k, v in final_metrics.items()})

@@ -55,6 +55,11 @@ class Tracker:
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def untrained_metrics(self) -> dict[str, Any]:
+        """Dev metrics before the first step: what the manifest compares the final ones with."""
+        first = next((r for r in self.rows() if r.get("step") == 0 and "dev_mse" in r), {})
+        return {k: v for k, v in first.items() if k.startswith("dev_")}
+
     def plot(self, png: str) -> str | None:
         """Training loss and dev metrics against the step."""
         rows = self.rows()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_hub_artifacts import local_hub  # noqa: F401 - the fixture
 from train_helpers import STUDENT, make_targets
 
 
@@ -19,7 +18,7 @@ def targets(tmp_path, data_path) -> Path:
     return make_targets(run_cli, data_path, tmp_path / "t", rows=40)
 
 
-def test_student_to_hub_output_and_push_to(local_hub, targets, tmp_path, monkeypatch):  # noqa: F811
+def test_student_to_hub_output_and_push_to(local_hub, targets, tmp_path, monkeypatch):
     from distil_jobs.cli import main
 
     monkeypatch.setenv("HF_TOKEN", "hf_do_not_log_me")
