@@ -5,11 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DISTIL_DATA_DIR ?= $(abspath ../shared/data)
-export DISTIL_CACHE ?= $(abspath .cache/distil-jobs)
+export DISTIL_CACHE ?= $(HOME)/.cache/distil-jobs
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
-export TORCH_EXTENSIONS_DIR ?= $(abspath .cache/torch_extensions)
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 export DS_ACCELERATOR ?= cpu
 # The venv's tools (distil-jobs, torchrun, weed, hadolint, shellcheck) come first for every recipe.
 export PATH := $(abspath $(BIN)):$(PATH)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -211,7 +210,6 @@ def test_readers_reject_a_folder_without_manifest(tmp_path):
         require_artifact(str(tmp_path))
 
 
-@pytest.mark.skipif(os.environ.get("CI_SKIP_MPNET") == "1", reason="mpnet teacher not fetched")
 def test_cli_help_lists_every_option():
     done = subprocess.run([sys.executable, "-m", "distil_jobs.cli", "precompute-embeddings", "--help"],
                           capture_output=True, text=True, check=True)
