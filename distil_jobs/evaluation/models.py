@@ -74,11 +74,7 @@ def resolve_models(uris: list[str], labels: list[str]) -> list[EvalModel]:
                           "give one label per model, in order")
     out = []
     for i, uri in enumerate(uris):
-        path = resolve_model(uri)
-        # resolve_model finds final/ in a local train-student output; a downloaded one needs the same step.
-        if os.path.isfile(os.path.join(path, "final", "config.json")) and not os.path.exists(
-                os.path.join(path, "config.json")):
-            path = os.path.join(path, "final")
+        path = resolve_model(uri)  # also finds final/ inside a train-student output, local or downloaded
         _check_hub_id_offline(uri, path)
         label = _UNSAFE.sub("_", labels[i]) if labels else default_label(uri)
         out.append(EvalModel(uri, label, path))

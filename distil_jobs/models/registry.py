@@ -116,6 +116,22 @@ def fetch_packaged_model(alias: str, wheel_dir: str | None = None) -> Path:
 def resolve_model(ref: str) -> str:
     """A model reference → something `from_pretrained` can open (a local folder or a hub id)."""
     ref = str(ref).strip()
+    found = _fetch_model(ref)
+    return _model_folder(found, ref) if os.path.isdir(found) else found
+
+
+def _model_folder(folder: str, ref: str) -> str:
+    """The model inside a folder. A train-student output (local or downloaded) holds it in final/."""
+    path = Path(folder)
+    if (path / "final" / "config.json").exists() and not (path / "config.json").exists():
+        path = path / "final"
+    if not (path / "config.json").exists():
+        raise DistilError(f"{ref} is not a model folder (no config.json): pass a model folder, alias or hub id")
+    return str(path.resolve())
+
+
+def _fetch_model(ref: str) -> str:
+    """A local folder for aliases, paths and remote URIs (downloaded once); a hub id as given."""
     if ref in REGISTRY:
         return str(packaged_model_path(ref))
     if ref.startswith("hf://"):
@@ -142,14 +158,8 @@ def resolve_model(ref: str) -> str:
             local.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(tmp), str(local))
         return str(local)
-    path = Path(ref).expanduser()
-    if path.exists():
-        # A train-student output holds the model in final/; accept the run folder too.
-        if (path / "final" / "config.json").exists() and not (path / "config.json").exists():
-            path = path / "final"
-        if not (path / "config.json").exists():
-            raise DistilError(f"{ref} is not a model folder (no config.json): pass a model folder, alias or hub id")
-        return str(path.resolve())
+    if Path(ref).expanduser().exists():
+        return str(Path(ref).expanduser())
     if "/" not in ref or ref.startswith((".", "/", "~")):
         raise DistilError(f"model '{ref}' not found: use a folder, an alias ({', '.join(REGISTRY)}) or a hub id org/name")
     return ref  # a hub id: transformers resolves it (cache first, then the Hub)
