@@ -94,5 +94,12 @@ from distil_jobs.launch.submit import submit_cmd  # noqa: E402 - registered afte
 main.add_command(submit_cmd)
 
 
+def entry() -> None:
+    """The `distil-jobs` console script (and `python -m distil_jobs.cli`): the exit code is exactly the job's."""
+    from distil_jobs.exits import run_and_exit
+
+    run_and_exit(lambda: main(prog_name="distil-jobs"))
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -234,19 +234,25 @@ def destroy_process_group() -> None:
 
 
 def _worker(target: Callable[..., Any], args: tuple[Any, ...], env: dict[str, str]) -> None:
+    """One spawned rank. It ends through `exit_process`, like the CLI, so its code is exact."""
     import sys
 
     from distil_jobs.errors import DistilError as _DistilError
+    from distil_jobs.exits import exit_process, run_and_exit
 
     os.environ.update(env)
-    try:
-        target(*args)
-    except _DistilError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
-    except PreemptedError as e:
-        print(f"preempted: {e}", file=sys.stderr, flush=True)
-        sys.exit(PreemptedError.exit_code)
+
+    def rank() -> None:
+        try:
+            target(*args)
+        except _DistilError as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            exit_process(e.exit_code)
+        except PreemptedError as e:
+            print(f"preempted: {e}", file=sys.stderr, flush=True)
+            exit_process(PreemptedError.exit_code)
+
+    run_and_exit(rank)
 
 
 def spawn_local(rdzv: Rendezvous, target: Callable[..., Any], args: tuple[Any, ...]) -> None:
