@@ -1,13 +1,11 @@
-"""`distil-jobs <job>`: one click group, one subcommand per job module.
+"""`distil-jobs <job>`: one click group, one subcommand per job in the registry (`distil_jobs.jobs`).
 
-A job module defines `NAME`, a `Config` dataclass, `run(cfg)` and optionally `validate(cfg)`;
-its docstring is the command's help. Modules are imported only when their command is used,
-so `distil-jobs --help` does not pay for importing torch.
+Job modules are imported only when their command is used, so `distil-jobs --help` does not pay
+for importing torch. Besides the jobs: `inspect`, `fetch-model` and `submit`.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from typing import Any
@@ -17,26 +15,20 @@ import click
 from distil_jobs import __version__
 from distil_jobs.config import build_command, exit_with_error
 from distil_jobs.errors import DistilError, PreemptedError
-
-# Job name -> module. Add a line here when a job lands.
-JOB_MODULES: dict[str, str] = {
-    "precompute-embeddings": "distil_jobs.jobs.precompute",
-    "evaluate-mteb": "distil_jobs.jobs.evaluate",
-    "train-student": "distil_jobs.jobs.train",
-}
+from distil_jobs.jobs import JOBS
 
 
 class JobGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*JOB_MODULES, *self.commands])
+        return sorted([*JOBS, *self.commands])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.commands:
             return self.commands[name]
-        if name not in JOB_MODULES:
+        if name not in JOBS:
             return None
-        mod: Any = importlib.import_module(JOB_MODULES[name])
-        return build_command(name, mod.Config, mod.run, (mod.__doc__ or "").strip(), set(JOB_MODULES),
+        mod: Any = JOBS[name].load()
+        return build_command(name, mod.Config, mod.run, (mod.__doc__ or "").strip(), set(JOBS),
                              getattr(mod, "validate", None))
 
     def invoke(self, ctx: click.Context) -> Any:

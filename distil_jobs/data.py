@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from distil_jobs.artifacts import Location, open_location
 from distil_jobs.artifacts.manifest import MANIFEST, PRIVATE_PREFIXES
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
 
 DATA_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 
@@ -75,7 +75,7 @@ def _read_one(loc: Location, rel: str) -> pa.Table:
                 return pa.Table.from_pylist(json.loads(raw))
             return pajson.read_json(io.BytesIO(raw))
     except (pa.ArrowInvalid, ValueError) as e:
-        raise DistilError(f"cannot parse {loc.uri}/{rel}".rstrip("/") + f": {str(e).splitlines()[0]}") from None
+        raise DistilError(f"cannot parse {loc.uri}/{rel}".rstrip("/") + f": {first_line(e)}") from None
     raise DistilError(f"{loc.uri}: unknown file type; use one of {', '.join(DATA_EXTENSIONS)}")
 
 

@@ -19,7 +19,19 @@ from typing import Any
 
 import fsspec
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
+
+TMP_PREFIX = ".tmp-"  # files being written: never listed, counted or read
+
+
+def is_temporary(rel: str) -> bool:
+    """A staging name of an unfinished write (ours, or a killed run's leftover), anywhere in the artifact."""
+    return rel.startswith("_tmp/") or posixpath.basename(rel).startswith(TMP_PREFIX)
+
+
+def temporary_name(rel: str) -> str:
+    """Where `rel` is written before it is renamed into place: beside it, so the rename is atomic."""
+    return posixpath.join(posixpath.dirname(rel), f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(rel)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +103,15 @@ class S3Guard:
             except PermissionError as e:
                 where = f"s3://{args[0]}" if args and isinstance(args[0], str) else "S3"
                 # The message names the variables, never their values.
-                raise DistilError(f"access denied to {where} at {self._endpoint} ({_first_line(e)}): check "
+                raise DistilError(f"access denied to {where} at {self._endpoint} ({first_line(e)}): check "
                                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
             except Exception as e:
                 if _is_connection_error(e):
-                    raise DistilError(f"cannot reach S3 at {self._endpoint} ({_first_line(e)}): check "
+                    raise DistilError(f"cannot reach S3 at {self._endpoint} ({first_line(e)}): check "
                                       "AWS_ENDPOINT_URL and that the server is up") from None
                 raise
 
         return call
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 def _is_connection_error(e: BaseException) -> bool:
@@ -215,7 +223,7 @@ class Location:
             target = self.path(rel)
             if self.scheme == "file":
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(target), f".tmp-{uuid.uuid4().hex}-{os.path.basename(target)}")
+                tmp = temporary_name(target)
                 try:
                     shutil.copyfile(local, tmp)
                     os.replace(tmp, target)
@@ -241,7 +249,7 @@ class Location:
         if self.scheme == "file":
             target = self.path(rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = f"{target}.{uuid.uuid4().hex}.tmp"
+            tmp = temporary_name(target)
             Path(tmp).write_bytes(data)
             try:
                 os.link(tmp, target)  # fails if target exists: the atomic "create if absent"

@@ -12,12 +12,13 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from distil_jobs import __version__
-from distil_jobs.artifacts.location import Location, open_location
+from distil_jobs.artifacts.location import Location, is_temporary, open_location
 from distil_jobs.errors import DistilError
 
 MANIFEST = "manifest.json"
@@ -26,7 +27,7 @@ SCHEMA_VERSION = 1
 _LIBRARIES = ("torch", "transformers", "sentence-transformers", "datasets", "pyarrow", "huggingface-hub",
               "deepspeed", "mteb")
 # Folders that hold a job's bookkeeping, not its data.
-PRIVATE_PREFIXES = ("_tmp/", "_shards/", ".tmp-")
+PRIVATE_PREFIXES = ("_tmp/", "_shards/")
 
 
 @dataclass(slots=True)
@@ -38,13 +39,15 @@ class Manifest:
     rows: int | None
     files: list[dict[str, Any]]
     license: str | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # the settings the run was claimed with
     extra: dict[str, Any] = field(default_factory=dict)
     code: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str).encode()
+        # Strict JSON: a NaN or inf metric is refused here rather than written as bare NaN.
+        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str, allow_nan=False).encode()
 
 
 def code_version() -> dict[str, Any]:
@@ -82,9 +85,11 @@ def list_files(loc: Location) -> list[str]:
     """Every data file under the root, relative, excluding the manifest and bookkeeping."""
     root = loc.root.rstrip("/")
     found = loc.fs.find(root) if loc.scheme == "file" else loc.fs.find(root, refresh=True)
-    rels = [str(p)[len(root) + 1:] for p in found]
+    # A Hub filesystem may drop the "@revision" of the root from the paths it returns.
+    roots = (root + "/", re.sub(r"@[^/]+", "", root, count=1) + "/")
+    rels = [next((str(p)[len(r):] for r in roots if str(p).startswith(r)), "") for p in found]
     return sorted(r for r in rels if r and r != MANIFEST and not r.startswith(PRIVATE_PREFIXES)
-                  and "/.tmp-" not in r)
+                  and not is_temporary(r))
 
 
 def file_entries(loc: Location, rels: list[str] | None = None) -> list[dict[str, Any]]:
@@ -107,9 +112,11 @@ def input_ref(uri: str, role: str) -> dict[str, Any]:
 
 
 def new_manifest(kind: str, job: str, config: dict[str, Any], inputs: list[dict[str, Any]], rows: int | None,
-                 files: list[dict[str, Any]], license: str | None = None, **extra: Any) -> Manifest:
-    return Manifest(kind=kind, job=job, config=config, inputs=inputs, rows=rows, files=files, license=license,
-                    extra=extra, code=code_version(),
+                 files: list[dict[str, Any]] | None = None, license: str | None = None,
+                 fingerprint: dict[str, Any] | None = None, **extra: Any) -> Manifest:
+    """A manifest to publish with `run.finish`, which fills in `files` from what the output holds."""
+    return Manifest(kind=kind, job=job, config=config, inputs=inputs, rows=rows, files=files or [], license=license,
+                    fingerprint=fingerprint or {}, extra=extra, code=code_version(),
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -128,7 +135,7 @@ def require_artifact(uri: str, kind: str | None = None, allow_partial: bool = Fa
         if allow_partial and loc.exists(PROGRESS):
             progress = loc.read_json(PROGRESS)
             return loc, {"kind": progress.get("kind"), "partial": True, "files": progress.get("files", []),
-                         "rows": progress.get("rows")}
+                         "rows": progress.get("rows"), "total_rows": progress.get("total_rows")}
         if not loc.exists():
             raise DistilError(f"{uri} does not exist: check the URI (and credentials for s3:// or hf://)")
         raise DistilError(f"{uri} has no {MANIFEST}: the job that writes it has not finished "

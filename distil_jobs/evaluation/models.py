@@ -87,18 +87,13 @@ def resolve_models(uris: list[str], labels: list[str]) -> list[EvalModel]:
     return out
 
 
-def load_sentence_transformer(model: EvalModel, device: str, max_length: int | None) -> Any:
+def load_eval_model(model: EvalModel, device: str, max_length: int | None) -> Any:
     """A SentenceTransformer named after the label, so mteb files its results under results/<label>/."""
-    from sentence_transformers import SentenceTransformer
-
-    from distil_jobs.models.encoder import pick_device
+    from distil_jobs.models.encoder import pick_attention, pick_device
+    from distil_jobs.models.loading import load_sentence_transformer
 
     dev = pick_device(device)
-    try:
-        st = SentenceTransformer(model.path, device=str(dev))
-    except (OSError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise DistilError(f"cannot load model {model.uri} ({first}): pass a model folder, alias or hub id") from None
+    st, _ = load_sentence_transformer(model.path, f"model {model.uri}", str(dev), pick_attention(dev))
     if max_length:
         st.max_seq_length = max_length
     st.model_card_data.model_name = model.label

@@ -9,7 +9,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
 from distil_jobs.evaluation import import_mteb
 from distil_jobs.evaluation.specs import MAIN_SCORES, LocalTaskSpec
 
@@ -79,7 +79,7 @@ def load_task(task: EvalTask, max_test_rows: int | None) -> Any:
         try:
             t.load_data()
         except Exception as e:  # datasets reports offline/missing data with many types
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
             fix = ("HF_HUB_OFFLINE=1 and its data is not in the local HF cache: run once online to cache it, "
                    "or drop it from --tasks") if offline else "check the network, HF_TOKEN and HF_HOME"

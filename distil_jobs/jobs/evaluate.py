@@ -30,12 +30,13 @@ import time
 from itertools import groupby
 from typing import Any
 
-from distil_jobs.artifacts import MANIFEST, Location, open_location, read_manifest
-from distil_jobs.artifacts.manifest import file_entries, input_ref, new_manifest
-from distil_jobs.config import config_dict, setting
+from distil_jobs.artifacts import MANIFEST, Location, open_location
+from distil_jobs.artifacts.manifest import input_ref, new_manifest
+from distil_jobs.artifacts.run import claim_output, completed, finish
+from distil_jobs.config import config_dict, fingerprint_of, setting
 from distil_jobs.data import license_of
 from distil_jobs.errors import DistilError
-from distil_jobs.evaluation.models import EvalModel, load_sentence_transformer, resolve_models
+from distil_jobs.evaluation.models import EvalModel, load_eval_model, resolve_models
 from distil_jobs.evaluation.report import (
     CHART,
     REPORT,
@@ -49,12 +50,12 @@ from distil_jobs.evaluation.report import (
 )
 from distil_jobs.evaluation.specs import check_local_task, parse_local_task
 from distil_jobs.evaluation.tasks import EvalTask, load_task, local_tasks, named_tasks
+from distil_jobs.jobs import MTEB_REPORT
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.shards import resolve_shard
 
 NAME = "evaluate-mteb"
-KIND = "mteb-report"
-RUN_FILE = "_shards/run.json"  # settings the results in this output were computed with
+KIND = MTEB_REPORT
 log = get_logger(NAME)
 
 
@@ -77,14 +78,16 @@ class Config:
     merge: bool = setting(False, "Only build the report and manifest from the results of all shards; "
                                  "names the (model, task) pairs still missing.")
     max_test_rows: int | None = setting(None, "Subsample each local task's evaluation split to N rows (seeded; "
-                                              "stratified by label for classification, as MTEB does).")
-    batch_size: int = setting(32, "Texts per forward pass.")
-    max_length: int | None = setting(None, "Truncate texts to this many tokens (default: the model's limit).")
+                                              "stratified by label for classification, as MTEB does).",
+                                        fingerprint=True, min=2)
+    batch_size: int = setting(32, "Texts per forward pass.", min=1)
+    max_length: int | None = setting(None, "Truncate texts to this many tokens (default: the model's limit).",
+                                     fingerprint=True, min=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     num_shards: int | None = setting(None, "Total shards over (model, task) pairs (default: SLURM_ARRAY_TASK_COUNT, "
-                                           "else 1).")
+                                           "else 1).", min=1)
     shard_index: int | None = setting(None, "This shard (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, "
-                                            "else 0).")
+                                            "else 0).", min=0)
 
 
 def validate(cfg: Config) -> None:
@@ -101,10 +104,6 @@ def validate(cfg: Config) -> None:
         raise DistilError(f"task name '{dupes[0]}' is used twice: give each local task its own name=")
     for spec in specs:
         check_local_task(spec)
-    if cfg.batch_size < 1:
-        raise DistilError("--batch-size must be at least 1")
-    if cfg.max_test_rows is not None and cfg.max_test_rows < 2:
-        raise DistilError("--max-test-rows must be at least 2")
 
 
 @dataclasses.dataclass(slots=True)
@@ -138,7 +137,7 @@ def run(cfg: Config) -> None:
     if cfg.merge:
         finalize(out, cfg, p, required=True)
         return
-    manifest = read_manifest(out)
+    manifest = completed(out, KIND)
     if manifest and not cfg.overwrite and _covers(manifest, p):
         log.info("%s already holds this report (manifest present): nothing to do", out.uri)
         return
@@ -157,7 +156,8 @@ def run(cfg: Config) -> None:
     for t in {t.name: t for _, t in pending}.values():
         load_task(t, cfg.max_test_rows)
     out.ensure_writable()
-    _claim_settings(out, cfg, p)
+    # Results are reused by (label, task name): refuse to mix in results computed on other data or caps.
+    claim_output(out, NAME, fingerprint(cfg, p), growable=("tasks",), reset=cfg.overwrite, fix=", or --overwrite")
     if manifest:
         log.info("the request differs from the report in %s (or --overwrite): the report will be rebuilt", out.uri)
         out.delete(MANIFEST)
@@ -166,7 +166,7 @@ def run(cfg: Config) -> None:
     for model, group in groupby(pending, key=lambda pair: pair[0]):
         group_tasks = [t for _, t in group]
         log.info("load model %s (%s)", model.label, model.uri)
-        st = load_sentence_transformer(model, cfg.device, cfg.max_length)
+        st = load_eval_model(model, cfg.device, cfg.max_length)
         for task in group_tasks:
             _evaluate_pair(out, cfg, st, model, task)
         del st
@@ -175,20 +175,9 @@ def run(cfg: Config) -> None:
     finalize(out, cfg, p, required=False)
 
 
-def _claim_settings(out: Location, cfg: Config, p: Plan) -> None:
-    """Results are reused by (label, task name): refuse to mix in results computed on other data or caps."""
-    settings = {"max_test_rows": cfg.max_test_rows, "max_length": cfg.max_length,
-                "tasks": {t.name: t.spec.as_dict() if t.spec else "mteb" for t in p.tasks}}
-    if out.exists(RUN_FILE) and not cfg.overwrite:
-        previous = out.read_json(RUN_FILE)
-        diff = [k for k in ("max_test_rows", "max_length") if previous.get(k) != settings[k]]
-        diff += [f"task {n}" for n, spec in settings["tasks"].items()
-                 if n in previous.get("tasks", {}) and previous["tasks"][n] != spec]
-        if diff:
-            raise DistilError(f"{out.uri} holds results computed with other settings ({', '.join(diff)}): "
-                              "use a new --output, the same settings, or --overwrite")
-        settings["tasks"] = previous.get("tasks", {}) | settings["tasks"]
-    out.put_bytes(RUN_FILE, json.dumps(settings, indent=2, sort_keys=True).encode())
+def fingerprint(cfg: Config, p: Plan) -> dict[str, Any]:
+    """What the results depend on: the caps, and each task's data (new tasks may join the report)."""
+    return fingerprint_of(cfg) | {"tasks": {t.name: t.spec.as_dict() if t.spec else "mteb" for t in p.tasks}}
 
 
 def _covers(manifest: dict[str, Any], p: Plan) -> bool:
@@ -233,7 +222,7 @@ def finalize(out: Location, cfg: Config, p: Plan, required: bool) -> None:
                               f"{', '.join(missing[:10])}; run the shards (without --merge) first")
         log.info("waiting for %d pair(s) on other shards before the report is written", len(missing))
         return
-    previous = read_manifest(out)
+    previous = completed(out, KIND)
     if previous and _covers(previous, p):
         log.info("%s already holds this report (manifest present)", out.uri)
         return
@@ -245,15 +234,6 @@ def finalize(out: Location, cfg: Config, p: Plan, required: bool) -> None:
         scores[task][label] = read_score(out, rel)
     models = [{"label": m.label, "uri": m.uri, "path": m.path} for m in p.models]
     summary = build_summary(models, [t.describe() for t in p.tasks], scores, p.reference)
-    with tempfile.TemporaryDirectory(prefix="distil-report-") as d:
-        staged = []
-        for rel, data in ((SUMMARY, json.dumps(summary, indent=2, sort_keys=True).encode()),
-                          (REPORT, render_markdown(summary).encode()), (CHART, render_chart(summary))):
-            path = os.path.join(d, rel)
-            with open(path, "wb") as f:
-                f.write(data)
-            staged.append((path, rel))
-        out.put_files(staged, message="distil-jobs: mteb report")
     for label, mean in summary["mean"].items():
         log_metrics(log, "model", model=label, mean_score=round(mean, 5),
                     ratio_to_reference=round(summary["mean_ratio"][label], 4))
@@ -262,11 +242,17 @@ def finalize(out: Location, cfg: Config, p: Plan, required: bool) -> None:
     inputs += [input_ref(t.spec.path, "task-data") for t in p.tasks if t.spec]
     manifest = new_manifest(
         KIND, NAME, config_dict(cfg) | {"num_shards": None, "shard_index": None, "merge": False},
-        inputs, len(files), file_entries(out), "; ".join(licenses) or None,
+        inputs, len(files), license="; ".join(licenses) or None, fingerprint=fingerprint(cfg, p),
         pairs=p.pair_ids(), reference=p.reference, models=models, tasks=summary["tasks"],
         mean=summary["mean"], mean_ratio=summary["mean_ratio"], report=REPORT, chart=CHART, summary=SUMMARY,
     )
-    if out.create_exclusive(MANIFEST, manifest.to_json()):
-        log.info("report written: %s/%s (%d pairs); manifest last", out.uri, REPORT, len(files))
-    else:
-        log.info("another shard wrote the manifest first")
+    with tempfile.TemporaryDirectory(prefix="distil-report-") as d:
+        staged = []
+        for rel, data in ((SUMMARY, json.dumps(summary, indent=2, sort_keys=True).encode()),
+                          (REPORT, render_markdown(summary).encode()), (CHART, render_chart(summary))):
+            path = os.path.join(d, rel)
+            with open(path, "wb") as f:
+                f.write(data)
+            staged.append((path, rel))
+        if finish(out, manifest, staged, message="distil-jobs: mteb report"):
+            log.info("report written: %s/%s (%d pairs); manifest last", out.uri, REPORT, len(files))

@@ -16,57 +16,63 @@ Four Slurm array tasks (each takes its shard from SLURM_ARRAY_TASK_ID/COUNT):
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from distil_jobs.artifacts import MANIFEST, Location, Publisher, open_location
-from distil_jobs.artifacts.manifest import file_entries, input_ref, new_manifest
-from distil_jobs.config import config_dict, setting
+from distil_jobs.artifacts import Location, open_location
+from distil_jobs.artifacts.chunks import ChunkedOutput, collect
+from distil_jobs.artifacts.manifest import input_ref, new_manifest
+from distil_jobs.artifacts.run import claim_output, completed, finish, read_claim
+from distil_jobs.config import config_dict, fingerprint_of, setting
 from distil_jobs.data import empty_rows, license_of, read_table, text_column
 from distil_jobs.errors import DistilError
+from distil_jobs.jobs import TEACHER_EMBEDDINGS
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.models.encoder import OUTPUT_TYPES, POOLINGS
-from distil_jobs.shards import Shard, resolve_shard
+from distil_jobs.shards import resolve_shard
 
 NAME = "precompute-embeddings"
-KIND = "teacher-embeddings"
-RUN_FILE = "_shards/run.json"
+KIND = TEACHER_EMBEDDINGS
 log = get_logger(NAME)
 
 
 @dataclasses.dataclass(kw_only=True, slots=True)
 class Config:
     input: str | None = setting(None, "Dataset URI: jsonl/csv/tsv/parquet file or folder, save_to_disk folder, "
-                                      "s3://... or hf://datasets/org/name.")
+                                      "s3://... or hf://datasets/org/name.", fingerprint=True)
     output: str | None = setting(None, "Artifact URI to write: a folder, s3://bucket/prefix or hf://datasets/org/name.")
-    teacher: str = setting("minilm", "Teacher model: alias (minilm, mpnet), folder, hf://org/model or hub id.")
-    text_column: str = setting("text", "Column with the text the teacher embeds.")
-    pair_column: str | None = setting(None, "Optional translation column kept beside the text (parallel distillation).")
-    max_rows: int | None = setting(None, "Use only the first N input rows.")
+    teacher: str = setting("minilm", "Teacher model: alias (minilm, mpnet), folder, hf://org/model or hub id.",
+                           fingerprint=True)
+    text_column: str = setting("text", "Column with the text the teacher embeds.", fingerprint=True)
+    pair_column: str | None = setting(None, "Optional translation column kept beside the text (parallel distillation).",
+                                      fingerprint=True)
+    max_rows: int | None = setting(None, "Use only the first N input rows.", fingerprint=True, min=1)
     output_type: str = setting("final", "What to store: the sentence embedding, the one before Dense/Normalize, "
-                                        "or per-layer hidden-state means.", choices=OUTPUT_TYPES)
-    layers: list[int] = setting([], "Layers for --output-type hidden_states, e.g. 0,6,12 (0 = embedding layer).")
+                                        "or per-layer hidden-state means.", choices=OUTPUT_TYPES, fingerprint=True)
+    layers: list[int] = setting([], "Layers for --output-type hidden_states, e.g. 0,6,12 (0 = embedding layer).",
+                                fingerprint=True, min=0)
     pooling: str = setting("auto", "Pooling for plain transformers models (auto: the model's own, else mean; "
-                                   "last for decoders).", choices=POOLINGS)
-    normalize: bool = setting(False, "L2-normalise the stored embeddings.")
-    dtype: str = setting("float16", "Storage dtype (Arrow has no bfloat16).", choices=("float16", "float32"))
-    batch_size: int = setting(64, "Texts per forward pass.")
-    max_length: int | None = setting(None, "Truncate texts to this many tokens (default: the model's limit).")
+                                   "last for decoders).", choices=POOLINGS, fingerprint=True)
+    normalize: bool = setting(False, "L2-normalise the stored embeddings.", fingerprint=True)
+    dtype: str = setting("float16", "Storage dtype (Arrow has no bfloat16).", choices=("float16", "float32"),
+                         fingerprint=True)
+    batch_size: int = setting(64, "Texts per forward pass.", min=1)
+    max_length: int | None = setting(None, "Truncate texts to this many tokens (default: the model's limit).",
+                                     fingerprint=True, min=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
     compile: bool = setting(False, "torch.compile the teacher.")
     trust_remote_code: bool = setting(False, "Allow model code from the model's repository.")
-    num_shards: int | None = setting(None, "Total shards (default: SLURM_ARRAY_TASK_COUNT, else 1).")
-    shard_index: int | None = setting(None, "This shard (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, else 0).")
-    chunk_rows: int = setting(10_000, "Rows per Parquet file; the unit of resume.")
+    num_shards: int | None = setting(None, "Total shards (default: SLURM_ARRAY_TASK_COUNT, else 1).", min=1)
+    shard_index: int | None = setting(None, "This shard (default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX, else 0).",
+                                      min=0)
+    chunk_rows: int = setting(10_000, "Rows per Parquet file; the unit of resume.", min=1)
     push_every: int | None = setting(None, "Publish finished chunks every N rows (one commit on hf://) "
-                                           "[default: every chunk].")
-    skip_empty: bool = setting(False, "Skip empty/None texts (counted in the manifest) instead of failing.")
+                                           "[default: every chunk].", min=1)
+    skip_empty: bool = setting(False, "Skip empty/None texts (counted in the manifest) instead of failing.",
+                               fingerprint=True)
     finalize: bool = setting(False, "Only check that every shard is done and write the manifest; "
                                     "names missing shards.")
 
@@ -82,14 +88,11 @@ def validate(cfg: Config) -> None:
         raise DistilError("--output-type hidden_states needs --layers, e.g. --layers 0,6,12")
     if cfg.layers and cfg.output_type != "hidden_states":
         raise DistilError(f"--layers only applies to --output-type hidden_states (got {cfg.output_type})")
-    for name in ("chunk_rows", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise DistilError(f"--{name.replace('_', '-')} must be at least 1")
 
 
-# Settings that change what the artifact holds: a rerun into the same output must match them.
-_FINGERPRINT = ("input", "teacher", "text_column", "pair_column", "max_rows", "output_type", "layers", "pooling",
-                "normalize", "dtype", "max_length", "num_shards", "chunk_rows", "skip_empty")
+def layout(cfg: Config) -> dict[str, Any]:
+    """How rows map to chunk files: a resume must keep it, a finished artifact does not depend on it."""
+    return {"num_shards": cfg.num_shards, "chunk_rows": cfg.chunk_rows}
 
 
 @dataclasses.dataclass(slots=True)
@@ -124,24 +127,6 @@ def load_input(cfg: Config) -> InputRows:
     return InputRows(table, [str(t) for t in texts], total, len(empty))
 
 
-def claim_output(out: Location, cfg: Config, rows: InputRows) -> None:
-    """Record what this output holds; a rerun with different settings is refused, not mixed in."""
-    fingerprint = {k: getattr(cfg, k) for k in _FINGERPRINT} | {"num_shards": cfg.num_shards}
-    run = {"fingerprint": fingerprint, "total_rows": rows.total}
-    if out.create_exclusive(RUN_FILE, json.dumps(run, sort_keys=True).encode()):
-        return
-    previous = out.read_json(RUN_FILE)
-    diff = [k for k in fingerprint if previous["fingerprint"].get(k) != fingerprint[k]]
-    if diff:
-        raise DistilError(f"{out.uri} already holds a run with different settings ({', '.join(diff)}): "
-                          "use a new --output, or the same settings to resume")
-
-
-def chunk_ranges(shard: Shard, n_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
-    start, end = shard.row_range(n_rows)
-    return [(s, min(s + chunk_rows, end)) for s in range(start, end, chunk_rows)]
-
-
 def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
     flat = pa.array(values.astype(np.float16 if dtype == "float16" else np.float32).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
@@ -153,7 +138,7 @@ def run(cfg: Config) -> None:
     if cfg.finalize:
         finalize(out, cfg, required=True)
         return
-    if out.exists(MANIFEST):
+    if completed(out, KIND, fingerprint_of(cfg)):
         log.info("%s is already complete (manifest present): nothing to do", out.uri)
         return
     shard = resolve_shard(cfg.shard_index, cfg.num_shards)
@@ -169,80 +154,59 @@ def run(cfg: Config) -> None:
     encoder = TextEncoder(cfg.teacher, cfg.device, cfg.pooling, cfg.max_length, cfg.trust_remote_code, cfg.compile)
     if cfg.output_type == "hidden_states":
         encoder.check_layers(cfg.layers)
-    claim_output(out, cfg, rows)  # the first write: everything above can still fail cleanly
+    # The first write: everything above can still fail cleanly.
+    claim_output(out, NAME, fingerprint_of(cfg) | layout(cfg), info={"total_rows": rows.total})
 
-    chunks = chunk_ranges(shard, rows.table.num_rows, cfg.chunk_rows)
-    publisher = Publisher(out, KIND, cfg.push_every or cfg.chunk_rows, rows.table.num_rows)
-    done_files = set(out.listdir("data"))
-    log.info("phase 3/3: embed %d rows in %d chunk(s) → %s", sum(e - s for s, e in chunks), len(chunks), out.uri)
     t0, embedded = time.perf_counter(), 0
-    try:
-        for start, end in chunks:
-            rel = f"data/part-{start:010d}-{end:010d}.parquet"
-            if os.path.basename(rel) in done_files:
-                log.info("chunk %s already published: skipped", rel)
-                continue
+    with ChunkedOutput(out, KIND, shard, rows.table.num_rows, cfg.chunk_rows, cfg.push_every) as chunks:
+        todo = chunks.pending()
+        log.info("phase 3/3: embed %d rows in %d chunk(s) → %s", sum(e - s for s, e in todo), len(todo), out.uri)
+        for start, end in todo:
             tc = time.perf_counter()
             emb = encoder.encode(rows.texts[start:end], cfg.output_type, cfg.layers, cfg.batch_size, cfg.normalize)
             part = rows.table.slice(start, end - start)
             for name, values in emb.items():
                 part = part.append_column(name, embedding_column(values, cfg.dtype))
-            local = publisher.staging_path(rel)
-            pq.write_table(part, local)
-            publisher.add(local, rel, end - start)
+            chunks.write(start, end, part)
             embedded += end - start
             secs = time.perf_counter() - tc
-            log_metrics(log, "chunk", file=rel, rows=end - start, seconds=round(secs, 3),
+            log_metrics(log, "chunk", start=start, end=end, rows=end - start, seconds=round(secs, 3),
                         rows_per_s=round((end - start) / max(secs, 1e-9), 1))
-        publisher.flush()
-    finally:
-        publisher.close()
-    shard_rows = sum(e - s for s, e in chunks)
-    out.put_bytes(f"_shards/{shard.tag}.done", json.dumps({"rows": shard_rows}).encode())
+        chunks.close()
     secs = time.perf_counter() - t0
-    log_metrics(log, "summary", shard=shard.tag, rows=shard_rows, embedded=embedded, seconds=round(secs, 2),
+    log_metrics(log, "summary", shard=shard.tag, rows=chunks.rows, embedded=embedded, seconds=round(secs, 2),
                 rows_per_s=round(embedded / max(secs, 1e-9), 1))
     finalize(out, cfg, required=False, extra={"teacher_path": encoder.path, "attention": encoder.attention})
 
 
 def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] | None = None) -> None:
     """Write the manifest once every shard is done; with `required`, fail naming the missing shards."""
-    if out.exists(MANIFEST):
+    if completed(out, KIND):
         log.info("%s already has a manifest", out.uri)
         return
-    if not out.exists(RUN_FILE):
+    claim = read_claim(out)
+    if not claim:
         raise DistilError(f"{out.uri} holds no precompute run: run precompute-embeddings with this --output first")
-    run_info = out.read_json(RUN_FILE)
-    fp = run_info["fingerprint"]
+    fp = claim["fingerprint"]
     count = int(fp["num_shards"])
-    markers = set(out.listdir("_shards"))
-    missing = [i for i in range(count) if f"{Shard(i, count, '').tag}.done" not in markers]
-    if missing:
-        if required:
-            raise DistilError(f"{len(missing)} of {count} shard(s) not done: {', '.join(map(str, missing[:20]))}; "
-                              "rerun those shard indices")
-        log.info("shard done; waiting for %d other shard(s) before the manifest is written", len(missing))
+    summary = collect(out, count, required)
+    if summary is None:
         return
-    files = [f"data/{n}" for n in out.listdir("data") if n.endswith(".parquet")]
-    entries = file_entries(out, files)
-    rows = sum(pq.ParquetFile(out.fs.open(out.path(f), "rb")).metadata.num_rows for f in files)
-    total = int(run_info["total_rows"])
-    skipped = total - rows
+    total = int(claim["total_rows"])
+    skipped = total - summary.rows
     if skipped < 0 or (skipped and not fp.get("skip_empty")):
-        raise DistilError(f"{out.uri} holds {rows} rows but the input has {total}: the output is inconsistent; "
+        raise DistilError(f"{out.uri} holds {summary.rows} rows but the input has {total}: the output is inconsistent; "
                           "delete it and rerun")
-    first = pq.ParquetFile(out.fs.open(out.path(files[0]), "rb")).schema_arrow
-    emb_cols = [f.name for f in first if pa.types.is_fixed_size_list(f.type)]
+    schema = summary.schema
+    emb_cols = [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
+    content = {k: v for k, v in fp.items() if k not in layout(cfg)}
     manifest = new_manifest(
-        KIND, NAME, config_dict(cfg) | {"num_shards": count, "shard_index": None, "finalize": False},
+        KIND, NAME, config_dict(cfg) | fp | {"shard_index": None, "finalize": False},
         [input_ref(fp["input"], "input"), {"role": "teacher", "uri": fp["teacher"]}],
-        rows, entries, license_of(fp["input"] or ""),
-        input_rows=total, skipped_empty=skipped, shards=count, columns=first.names,
-        embedding_columns={c: first.field(c).type.list_size for c in emb_cols},
+        summary.rows, license=license_of(fp["input"] or ""), fingerprint=content,
+        input_rows=total, skipped_empty=skipped, shards=count, columns=schema.names,
+        embedding_columns={c: schema.field(c).type.list_size for c in emb_cols},
         text_column=fp["text_column"], pair_column=fp["pair_column"], output_type=fp["output_type"],
         dtype=fp["dtype"], **(extra or {}),
     )
-    if out.create_exclusive(MANIFEST, manifest.to_json()):
-        log.info("manifest written: %s/%s (%d rows, %d files)", out.uri, MANIFEST, rows, len(files))
-    else:
-        log.info("another shard wrote the manifest first")
+    finish(out, manifest, listed=summary.files)

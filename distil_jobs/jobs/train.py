@@ -1,10 +1,11 @@
-"""Train a student to reproduce a teacher's sentence embeddings (--method embedding).
+"""Train a student from a teacher with a distillation method (--method; default embedding).
 
-Targets come from a precompute-embeddings artifact (--targets) or an online teacher (--input
-with --teacher). With --pair-column (English + translation) the student learns the other
-language too. DDP by default, DeepSpeed ZeRO with --deepspeed-stage; checkpoints every
+embedding: the student learns the teacher's sentence embeddings, from a precompute-embeddings
+artifact (--targets) or an online teacher (--input with --teacher); with --pair-column (English +
+translation) it learns the other language too. `train-student --method NAME --help` lists the
+method's own options. DDP by default, DeepSpeed ZeRO with --deepspeed-stage; checkpoints every
 --save-steps; SIGTERM/SIGUSR1/SIGUSR2 save and exit 75, and the same command resumes. The
-student lands in <output>/final/ (a SentenceTransformer folder), the manifest is written last.
+student lands in <output>/final/ (in its method's format), the manifest is written last.
 
 \b
 One process:
@@ -24,87 +25,88 @@ from __future__ import annotations
 
 import dataclasses
 
-from distil_jobs.config import setting
+from distil_jobs.config import compose, group_options, setting
 from distil_jobs.errors import DistilError
 from distil_jobs.log import get_logger
-from distil_jobs.train.methods.losses import LOSSES
+from distil_jobs.train.methods import METHODS
+from distil_jobs.train.methods.base import validate_options
 
 NAME = "train-student"
-METHODS = ("embedding",)
 log = get_logger(NAME)
 
 
 @dataclasses.dataclass(kw_only=True, slots=True)
-class Config:
+class TrainOptions:
+    """The options every method shares: data, student, optimisation, checkpoints, tracking, DeepSpeed, rendezvous."""
+
     output: str | None = setting(None, "Where the run lives: checkpoints/, metrics.jsonl, final/ (the student) and "
                                        "manifest.json. A folder, s3://... or hf://...; rerun with the same output "
                                        "to resume.")
-    method: str = setting("embedding", "Distillation method.", choices=METHODS)
+    method: str = setting("embedding", "Distillation method; `--method NAME --help` shows its options.",
+                          fingerprint=True)
     # data
-    targets: str | None = setting(None, "A precompute-embeddings artifact with the teacher's embeddings.")
-    input: str | None = setting(None, "Raw text dataset URI, embedded on the fly by --teacher.")
-    target_type: str = setting("final", "Which teacher embedding to learn: the final one or the one before "
-                                        "Dense/Normalize.", choices=("final", "pre_dense"))
-    text_column: str | None = setting(None, "Text column (default: the targets artifact's, else 'text').")
-    pair_column: str | None = setting(None, "Translation column for parallel distillation (default: the targets "
-                                            "artifact's pair column, if any).")
-    monolingual: bool = setting(False, "Ignore the targets artifact's pair column.")
-    max_rows: int | None = setting(None, "Use only the first N training rows.")
-    dev_input: str | None = setting(None, "Dev set URI (a targets artifact, or raw text for the teacher).")
-    dev_fraction: float = setting(0.02, "Without --dev-input, hold out this fraction of rows (fixed by --seed).")
+    targets: str | None = setting(None, "An artifact with the teacher's outputs, e.g. from precompute-embeddings.",
+                                  fingerprint=True)
+    input: str | None = setting(None, "Raw text dataset URI; --teacher computes the targets on the fly.",
+                                fingerprint=True)
+    text_column: str | None = setting(None, "Text column (default: the targets artifact's, else 'text').",
+                                      fingerprint=True)
+    max_rows: int | None = setting(None, "Use only the first N training rows.", fingerprint=True, min=1)
+    dev_input: str | None = setting(None, "Dev set URI (a targets artifact, or raw text for the teacher).",
+                                    fingerprint=True)
+    dev_fraction: float = setting(0.02, "Without --dev-input, hold out this fraction of rows (fixed by --seed).",
+                                  fingerprint=True, min=0)
     # models
     teacher: str | None = setting(None, "Online teacher: alias (minilm, mpnet), folder or hub id. Needed "
-                                        "without --targets.")
-    teacher_max_length: int | None = setting(None, "Online teacher's max tokens (default: its limit, as "
-                                                   "precompute-embeddings).")
-    student: str = setting("minilm", "Student model: alias, folder, hf://org/model or hub id.")
-    student_layers: list[int] = setting([], "Keep only these layers of the student, e.g. 0,2,4.")
-    projection: bool = setting(True, "Add a trainable Dense projection when student and teacher widths differ.")
-    # loss
-    loss: str = setting("mse", "mse, cosine (1-cos), kld (softmax over dimensions) or mse+kld.", choices=LOSSES)
-    temperature: float = setting(1.0, "Temperature of the kld loss.")
-    alpha: float = setting(0.5, "Weight of KLD in mse+kld: alpha*KLD + (1-alpha)*MSE.")
-    pair_student_weight: float = setting(0.0, "Parallel data: weight of an extra MSE between the student's "
-                                              "source and translation embeddings.")
+                                        "without --targets.", fingerprint=True)
+    student: str = setting("minilm", "Student model: alias, folder, hf://org/model or hub id.", fingerprint=True)
+    student_layers: list[int] = setting([], "Keep only these layers of the student, e.g. 0,2,4.", fingerprint=True,
+                                        min=0)
     # optimisation
-    batch_size: int = setting(32, "Rows per micro-batch per process (parallel data: pairs).")
-    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
-    lr: float = setting(5e-5, "Peak learning rate (AdamW).")
-    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms).")
-    warmup_ratio: float = setting(0.1, "Fraction of steps with linear warmup; linear decay after.")
-    max_grad_norm: float = setting(1.0, "Clip gradients to this norm (0: off).")
-    epochs: int = setting(1, "Passes over the training rows.")
-    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
-    max_length: int = setting(128, "Student's max tokens per text.")
-    seed: int = setting(42, "Seed for shuffling, the dev split and initialisation.")
+    batch_size: int = setting(32, "Rows per micro-batch per process (parallel data: pairs).", fingerprint=True,
+                              min=1)
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.", fingerprint=True, min=1)
+    lr: float = setting(5e-5, "Peak learning rate (AdamW).", fingerprint=True, min=0)
+    weight_decay: float = setting(0.01, "AdamW weight decay (not on biases and norms).", fingerprint=True, min=0)
+    warmup_ratio: float = setting(0.1, "Fraction of steps with linear warmup; linear decay after.",
+                                  fingerprint=True, min=0, max=1)
+    max_grad_norm: float = setting(1.0, "Clip gradients to this norm (0: off).", fingerprint=True, min=0)
+    epochs: int = setting(1, "Passes over the training rows.", fingerprint=True, min=1)
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).",
+                                    fingerprint=True, min=1)
+    max_length: int = setting(128, "Student's max tokens per text.", fingerprint=True, min=1)
+    seed: int = setting(42, "Seed for shuffling, the dev split and initialisation.", fingerprint=True, min=0)
     precision: str = setting("auto", "auto: bf16 on GPUs that support it, else fp32.",
-                             choices=("auto", "fp32", "bf16"))
+                             choices=("auto", "fp32", "bf16"), fingerprint=True)
     gradient_checkpointing: bool = setting(False, "Recompute activations in backward to save memory.")
     compile: bool = setting(False, "torch.compile the student (DDP path).")
     device: str = setting("auto", "auto, cpu or cuda (each rank takes cuda:LOCAL_RANK).")
     # evaluation, checkpoints, tracking
-    eval_steps: int = setting(100, "Evaluate on the dev split every N steps (0: only at start and end).")
-    save_steps: int = setting(500, "Checkpoint every N steps (0: only on preemption).")
-    keep_checkpoints: int = setting(2, "Keep the newest N checkpoints.")
+    eval_steps: int = setting(100, "Evaluate on the dev split every N steps (0: only at start and end).", min=0)
+    save_steps: int = setting(500, "Checkpoint every N steps (0: only on preemption).", min=0)
+    keep_checkpoints: int = setting(2, "Keep the newest N checkpoints (the newest is needed to resume).", min=1)
     checkpoint_dir: str | None = setting(None, "Local/shared folder for checkpoints (default: <output>/checkpoints, "
                                                "or a local cache folder when --output is s3:// or hf://). "
                                                "Several nodes need one that all of them see.")
-    log_steps: int = setting(10, "Log a metrics line every N steps.")
+    log_steps: int = setting(10, "Log a metrics line every N steps.", min=1)
     requeue: bool = setting(True, "On preemption under Slurm, `scontrol requeue` the job when it allows requeue.")
     wandb: bool = setting(False, "Log to wandb (also on when WANDB_API_KEY is set; offline without a key).")
     wandb_project: str = setting("distil-jobs", "wandb project.")
     wandb_run_name: str | None = setting(None, "wandb run name.")
     push_to: str | None = setting(None, "Also upload the student to hf://org/name (token from HF_TOKEN).")
     # DeepSpeed
-    deepspeed_stage: int | None = setting(None, "Use DeepSpeed ZeRO at this stage (0-3); default: plain DDP.")
-    offload_optimizer: str = setting("none", "ZeRO optimizer offload.", choices=("none", "cpu"))
-    deepspeed_config: str | None = setting(None, "A DeepSpeed JSON config to use instead (gaps are filled).")
+    deepspeed_stage: int | None = setting(None, "Use DeepSpeed ZeRO at this stage (0-3); default: plain DDP.",
+                                          fingerprint=True, min=0, max=3)
+    offload_optimizer: str = setting("none", "ZeRO optimizer offload.", choices=("none", "cpu"), fingerprint=True)
+    deepspeed_config: str | None = setting(None, "A DeepSpeed JSON config to use instead (gaps are filled).",
+                                           fingerprint=True)
     # rendezvous
-    nproc_per_node: int | None = setting(None, "Ranks to start on this node (default: 1, or the GPU count).")
-    nnodes: int | None = setting(None, "Number of nodes.")
-    node_rank: int | None = setting(None, "This node's index, 0..nnodes-1.")
+    nproc_per_node: int | None = setting(None, "Ranks to start on this node (default: 1, or the GPU count).", min=1)
+    nnodes: int | None = setting(None, "Number of nodes.", min=1)
+    node_rank: int | None = setting(None, "This node's index, 0..nnodes-1.", min=0)
     master_addr: str | None = setting(None, "Host of rank 0.")
-    master_port: int | None = setting(None, "Port of rank 0 (default 29500; under Slurm derived from the job id).")
+    master_port: int | None = setting(None, "Port of rank 0 (default 29500; under Slurm derived from the job id).",
+                                      min=1, max=65535)
     backend: str = setting("auto", "torch.distributed backend (auto: nccl on GPUs, gloo on CPU).",
                            choices=("auto", "gloo", "nccl"))
     k8s_job: str | None = setting(None, "Kubernetes Indexed Job name (default: from the pod's hostname).")
@@ -112,37 +114,34 @@ class Config:
                                             "<job>-0.<service>).")
 
 
-def validate(cfg: Config) -> None:
+def build_config() -> type:
+    """The flat train-student config: the shared options, then each registered method's own."""
+    return compose("Config", TrainOptions, {name: method.Options for name, method in METHODS.items()}, "method")
+
+
+Config = build_config()
+
+
+def validate(cfg: TrainOptions) -> None:
     if not cfg.output:
         raise DistilError("--output is required: where to write checkpoints and the student")
     if not cfg.targets and not cfg.input:
-        raise DistilError("give --targets (a precompute-embeddings artifact) or --input with --teacher")
+        raise DistilError("give --targets (an artifact of teacher outputs) or --input with --teacher")
     if cfg.targets and cfg.input:
         raise DistilError("give either --targets or --input, not both")
     if cfg.input and not cfg.teacher:
         raise DistilError("--input needs --teacher MODEL to compute targets online (or use --targets)")
-    for name in ("batch_size", "grad_accum", "epochs", "max_length", "log_steps"):
-        if getattr(cfg, name) < 1:
-            raise DistilError(f"--{name.replace('_', '-')} must be at least 1")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise DistilError("--max-steps must be at least 1")
-    if not 0 <= cfg.dev_fraction < 1:
+    if cfg.dev_fraction >= 1:
         raise DistilError(f"--dev-fraction {cfg.dev_fraction}: use a value in [0, 1)")
-    if not 0 <= cfg.warmup_ratio <= 1 or not 0 <= cfg.alpha <= 1:
-        raise DistilError("--warmup-ratio and --alpha must be in [0, 1]")
-    if cfg.temperature <= 0:
-        raise DistilError("--temperature must be positive")
-    if cfg.deepspeed_stage is not None and cfg.deepspeed_stage not in (0, 1, 2, 3):
-        raise DistilError(f"--deepspeed-stage {cfg.deepspeed_stage}: use 0, 1, 2 or 3")
     if cfg.offload_optimizer != "none" and cfg.deepspeed_stage not in (1, 2, 3) and not cfg.deepspeed_config:
         raise DistilError("--offload-optimizer needs --deepspeed-stage 1, 2 or 3")
-    if cfg.keep_checkpoints < 1:
-        raise DistilError("--keep-checkpoints must be at least 1 (the newest is needed to resume)")
     if cfg.push_to and not cfg.push_to.startswith("hf://"):
         raise DistilError(f"--push-to {cfg.push_to}: expected hf://org/name")
+    method = METHODS[cfg.method]
+    validate_options(method, group_options(cfg, method.Options))
 
 
-def run(cfg: Config) -> None:
+def run(cfg: TrainOptions) -> None:
     from distil_jobs.distributed import spawn_local
     from distil_jobs.train.runner import rendezvous_of, train_worker
 

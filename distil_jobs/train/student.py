@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from distil_jobs.errors import DistilError
+from distil_jobs.models.loading import load_sentence_transformer
 from distil_jobs.models.registry import resolve_model
 
 log = logging.getLogger("distil_jobs.train.student")
@@ -22,16 +23,6 @@ def _st_modules() -> tuple[type, type]:
     except ImportError:  # sentence-transformers < 6
         from sentence_transformers.models import Dense, Normalize
     return Dense, Normalize
-
-
-def _load(path: str, attention: str, device: str) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        return SentenceTransformer(path, device=device, model_kwargs={"attn_implementation": attention})
-    except (ValueError, ImportError):
-        # Architectures without an sdpa/flash kernel in transformers (e.g. MPNet) fall back to eager.
-        return SentenceTransformer(path, device=device, model_kwargs={"attn_implementation": "eager"})
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:
@@ -68,13 +59,7 @@ def build_student(ref: str, *, target_dim: int, layers: list[int], projection: b
     """The student SentenceTransformer on `device`, its output `target_dim` wide."""
     Dense, Normalize = _st_modules()
     path = resolve_model(ref)
-    try:
-        st = _load(path, attention, str(device))
-    except DistilError:
-        raise
-    except (OSError, ValueError, KeyError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DistilError(f"cannot load student {ref} ({first[:200]}): pass a model folder, alias or hub id") from None
+    st, _ = load_sentence_transformer(path, f"student {ref}", str(device), attention)
     if not os.path.exists(os.path.join(path, "modules.json")):
         log.info("%s is a plain transformers model: sentence-transformers added mean pooling", ref)
     backbone = st[0].auto_model

@@ -1,5 +1,8 @@
 """Run tracking: `metrics.jsonl` (always), wandb (when a key is set or --wandb is given; offline
-without a key) and a PNG of the training curve. Only rank 0 tracks."""
+without a key) and a PNG of the training curve. Only rank 0 tracks.
+
+The tracker knows no metric by name: dev metrics are whatever the method's `evaluate` returns
+(keys starting with `dev_`), and the method's headline metric is the one the curve shows."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ log = logging.getLogger("distil_jobs.train.tracking")
 
 class Tracker:
     def __init__(self, folder: str, enabled: bool, use_wandb: bool, project: str, run_name: str | None,
-                 config: dict[str, Any], run_key: str, resume_step: int = 0) -> None:
+                 config: dict[str, Any], run_key: str, resume_step: int = 0, headline: str | None = None) -> None:
         self.enabled = enabled
+        self.headline = headline  # the dev metric the curve shows (default: the first one logged)
         self.path = os.path.join(folder, "metrics.jsonl")
         self.wandb: Any = None
         if not enabled:
@@ -55,18 +59,23 @@ class Tracker:
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def dev_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows() if any(k.startswith("dev_") for k in r)]
+
     def untrained_metrics(self) -> dict[str, Any]:
         """Dev metrics before the first step: what the manifest compares the final ones with."""
-        first = next((r for r in self.rows() if r.get("step") == 0 and "dev_mse" in r), {})
+        first = next((r for r in self.dev_rows() if r.get("step") == 0), {})
         return {k: v for k, v in first.items() if k.startswith("dev_")}
 
     def plot(self, png: str) -> str | None:
-        """Training loss and dev metrics against the step."""
+        """Training loss, and the headline dev metric, against the step."""
         rows = self.rows()
         train = [r for r in rows if "loss" in r]
-        dev = [r for r in rows if "dev_mse" in r]
         if not train:
             return None
+        dev = self.dev_rows()
+        metric = self.headline or next((k for r in dev for k in sorted(r) if k.startswith("dev_")), None)
+        dev = [r for r in dev if metric in r]
         import matplotlib
 
         matplotlib.use("Agg")
@@ -78,21 +87,15 @@ class Tracker:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.set_yscale("log")
+        if all(r["loss"] > 0 for r in train):
+            ax.set_yscale("log")
         ax.set_title("training loss")
         if dev:
             ax2 = axes[0][1]
-            ax2.plot([r["step"] for r in dev], [r["dev_mse"] for r in dev], "o-", label="dev MSE")
+            ax2.plot([r["step"] for r in dev], [r[metric] for r in dev], "o-", color="C1")
             ax2.set_xlabel("step")
-            ax2.set_ylabel("dev MSE to teacher")
-            if any("dev_retrieval_top1" in r for r in dev):
-                ax3 = ax2.twinx()
-                ax3.plot([r["step"] for r in dev], [r.get("dev_retrieval_top1") for r in dev], "s--", color="C1",
-                         label="dev retrieval top-1")
-                ax3.set_ylabel("retrieval top-1")
-                ax3.legend(loc="upper right")
-            ax2.legend(loc="upper left")
-            ax2.set_title("dev")
+            ax2.set_ylabel(metric)
+            ax2.set_title(f"dev: {metric}")
         fig.tight_layout()
         fig.savefig(png, dpi=100)
         plt.close(fig)

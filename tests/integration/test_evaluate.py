@@ -79,7 +79,7 @@ def test_local_classification_sts_and_bitext_run_with_mteb_scores(cli, tmp_path,
     # Results are reused by (model, task): a rerun on other settings is refused instead of mixed in.
     other = cli(JOB, "--model", "minilm", "--output", str(out), "--max-test-rows", "100",
                 *_local("sts", task_dirs["stsb"], "STSB500"), env=mteb_env)
-    _assert_one_line_error(other, "other settings (max_test_rows)", "--overwrite")
+    _assert_one_line_error(other, "different settings (max_test_rows)", "--overwrite")
 
     # The STS main score is mteb's Spearman of cosine similarities: recompute it directly.
     from scipy.stats import spearmanr

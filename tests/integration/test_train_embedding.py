@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from train_helpers import STUDENT, evals, losses, make_targets, raw_input
 
-from distil_jobs.train.data import DataSpec, load_data
+from distil_jobs.train.methods.embedding_data import DataSpec, load_data
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,7 @@ def test_bad_input_is_one_clear_line_and_no_artifact(cli, targets, tmp_path, cas
 def test_a_resume_with_other_settings_is_refused(cli, targets, tmp_path):
     out = tmp_path / "student"
     (out).mkdir()
-    (out / "run.json").write_text(json.dumps({"lr": 1.0}))
+    (out / "_shards").mkdir()
+    (out / "_shards" / "run.json").write_text(json.dumps({"job": "train-student", "fingerprint": {"lr": 1.0}}))
     done = cli("train-student", "--targets", str(targets), *STUDENT, "--max-steps", "1", "--output", str(out))
     assert done.returncode == 2 and "holds a run with different settings" in done.stderr

@@ -94,3 +94,70 @@ def test_dry_run_prints_sources_and_redacts_secrets(tmp_path, monkeypatch):
     assert "lr: 0.1  # env" in result.output
     assert "loss: cosine  # flag" in result.output
     assert seen == []  # dry run does not run the job
+
+
+# ---------------------------------------------------------------- per-method options, bounds, fingerprints
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class SharedOpts:
+    method: str = setting("a", "which method")
+    batch_size: int = setting(8, "bs", fingerprint=True, min=1)
+    workers: int = setting(2, "not in the result")
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class AOpts:
+    temperature: float = setting(1.0, "T", fingerprint=True, min=0.1, max=10)
+
+
+@dataclasses.dataclass(kw_only=True, slots=True)
+class BOpts:
+    layers: list[int] = setting([], "layers", fingerprint=True, min=0)
+
+
+def test_a_composed_config_refuses_the_option_of_another_method():
+    from distil_jobs.config import compose
+
+    cls = compose("Composed", SharedOpts, {"a": AOpts, "b": BOpts}, "method")
+    assert resolve(cls, {"temperature": "2"}, {}, None, {}).values["temperature"] == 2.0
+    with pytest.raises(DistilError, match=r"--temperature belongs to --method a, not --method b: remove it \(from the "
+                                          r"file\) or pass --method a"):
+        resolve(cls, {"method": "b"}, {"temperature": 2}, "c.yaml", {})
+    with pytest.raises(DistilError, match="--method 'c': must be one of a, b"):
+        resolve(cls, {"method": "c"}, {}, None, {})
+
+
+def test_two_methods_may_share_an_option_only_when_declared_alike():
+    from distil_jobs.config import compose, field_specs
+
+    both = compose("Both", SharedOpts, {"a": AOpts, "a2": AOpts}, "method")
+    assert next(s for s in field_specs(both) if s.name == "temperature").owners == ("a", "a2")
+
+    @dataclasses.dataclass(kw_only=True, slots=True)
+    class Clash:
+        temperature: float = setting(2.0, "another default")
+
+    with pytest.raises(TypeError, match="declares 'temperature'"):
+        compose("Bad", SharedOpts, {"a": AOpts, "c": Clash}, "method")
+
+
+def test_bounds_are_checked_wherever_the_value_comes_from():
+    from distil_jobs.config import compose
+
+    cls = compose("Composed", SharedOpts, {"a": AOpts, "b": BOpts}, "method")
+    with pytest.raises(DistilError, match=r"--batch-size=0: must be at least 1"):
+        resolve(cls, {"batch_size": "0"}, {}, None, {})
+    with pytest.raises(DistilError, match=r"DISTIL_TEMPERATURE=20.0: must be at most 10"):
+        resolve(cls, {}, {}, None, {"DISTIL_TEMPERATURE": "20"})
+    with pytest.raises(DistilError, match=r"layers in c.yaml=-1: must be at least 0"):
+        resolve(cls, {"method": "b"}, {"layers": [0, -1]}, "c.yaml", {})
+
+
+def test_the_fingerprint_holds_the_declared_options_of_the_active_method_only():
+    from distil_jobs.config import compose, config_dict, fingerprint_of
+
+    cls = compose("Composed", SharedOpts, {"a": AOpts, "b": BOpts}, "method")
+    cfg = cls(**resolve(cls, {"method": "b", "layers": "1,2"}, {}, None, {}).values)
+    assert fingerprint_of(cfg) == {"batch_size": 8, "layers": [1, 2]}
+    assert "temperature" not in config_dict(cfg) and config_dict(cfg)["workers"] == 2

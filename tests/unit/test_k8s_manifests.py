@@ -130,7 +130,7 @@ def test_pods_run_as_non_root_with_the_config_mounted(objects):
 
 
 def test_the_configmap_config_resolves_for_every_registered_job(tmp_path, data_path):
-    from distil_jobs.cli import JOB_MODULES
+    from distil_jobs.jobs import JOBS as JOB_MODULES
 
     config = REPO / "k8s" / "base" / "config.yaml"
     sections = yaml.safe_load(config.read_text())

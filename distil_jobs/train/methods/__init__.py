@@ -1,1 +1,11 @@
-"""Distillation methods: each turns a batch into a loss and evaluates a dev split."""
+"""Distillation methods, by `--method` name. A new method is one module and one `register` line below."""
+
+from __future__ import annotations
+
+from distil_jobs.train.methods.base import Method, MethodRegistry, MethodSetup, Metric, TrainContext
+from distil_jobs.train.methods.embedding import EmbeddingMethod
+
+METHODS = MethodRegistry()
+METHODS.register(EmbeddingMethod)
+
+__all__ = ["METHODS", "Method", "MethodSetup", "Metric", "TrainContext"]

@@ -1,5 +1,5 @@
-"""Training data for distillation: texts (and translations) with the teacher's embeddings,
-either read from a precompute-embeddings artifact or left for an online teacher to fill."""
+"""The embedding method's data: texts (and translations) with the teacher's embeddings, either read
+from a precompute-embeddings artifact or left for an online teacher to fill."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from distil_jobs.artifacts import require_artifact
 from distil_jobs.artifacts.manifest import input_ref
 from distil_jobs.data import empty_rows, license_of, read_table, text_column
 from distil_jobs.errors import DistilError
+from distil_jobs.jobs import TEACHER_EMBEDDINGS
 from distil_jobs.models.encoder import column_name
 
-log = logging.getLogger("distil_jobs.train.data")
-TARGETS_KIND = "teacher-embeddings"
+log = logging.getLogger("distil_jobs.train.embedding_data")
+TARGETS_KIND = TEACHER_EMBEDDINGS
 
 
 @dataclasses.dataclass(slots=True)
