@@ -63,7 +63,7 @@ def inspect_cmd(uri: str, summary: bool) -> None:
     click.echo(f"artifact : {uri}")
     click.echo(f"kind     : {manifest['kind']} (made by {manifest['job']}, {manifest['created']})")
     click.echo(f"rows     : {manifest.get('rows')}  files: {len(manifest.get('files', []))}  bytes: {size:,}")
-    for key in ("columns", "embedding_columns", "untrained_metrics", "final_metrics", "tasks", "models"):
+    for key in ("columns", "embedding_columns", "headline", "untrained_metrics", "final_metrics", "tasks", "models"):
         if key in extra:
             click.echo(f"{key:<9}: {json.dumps(extra[key])}")
     click.echo(f"inputs   : {', '.join(i['uri'] for i in manifest.get('inputs', []))}")

@@ -32,6 +32,7 @@ from distil_jobs.errors import DistilError, PreemptedError
 from distil_jobs.jobs import STUDENT_MODEL
 from distil_jobs.models.encoder import pick_attention, pick_device
 from distil_jobs.models.registry import cache_dir
+from distil_jobs.train.cpu import keep_freed_memory, share_cores
 from distil_jobs.train.optim import uses_deepspeed
 
 log = logging.getLogger("distil_jobs.train")
@@ -72,9 +73,9 @@ def train_worker(cfg: Any) -> None:
     if device.type == "cuda" and rdzv.local_rank is not None:
         device = torch.device("cuda", rdzv.local_rank)
         torch.cuda.set_device(device)
-    if device.type == "cpu" and rdzv.nproc_per_node > 1:
-        # Ranks sharing a CPU node share its cores; oversubscription makes every rank slower.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // rdzv.nproc_per_node))
+    if device.type == "cpu":
+        keep_freed_memory()
+        share_cores(rdzv.nproc_per_node)
     log.info("%s", rdzv.describe())
     init_process_group(rdzv, backend_for(device.type, cfg.backend))
     clean = False
