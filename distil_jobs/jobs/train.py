@@ -83,6 +83,12 @@ class TrainOptions:
     device: str = setting("auto", "auto, cpu or cuda (each rank takes cuda:LOCAL_RANK).")
     # evaluation, checkpoints, tracking
     eval_steps: int = setting(100, "Evaluate on the dev split every N steps (0: only at start and end).", min=0)
+    keep_best: str | None = setting(None, "Publish the evaluation step with the best value of this dev metric "
+                                          "('headline', or a metric the method reports, e.g. dev_sts_spearman) "
+                                          "instead of the last step.", fingerprint=True)
+    fail_on_regression: bool = setting(False, "Fail, publishing nothing, when the student ends worse than the "
+                                              "untrained one on any watched dev metric (the manifest says so "
+                                              "either way).")
     save_steps: int = setting(500, "Checkpoint every N steps (0: only on preemption).", min=0)
     keep_checkpoints: int = setting(2, "Keep the newest N checkpoints (the newest is needed to resume).", min=1)
     checkpoint_dir: str | None = setting(None, "Local/shared folder for checkpoints (default: <output>/checkpoints, "

@@ -2,8 +2,8 @@
 
 \b
   distil-jobs submit --job precompute-embeddings --array 8 --cpus-per-task 8 --mem-gb 32 -- \\
-      --config jobs/menyo-yoruba.yaml --output s3://emb/menyo
-  distil-jobs submit --job train-student --nodes 4 --gpus-per-node 8 -- --config jobs/menyo-yoruba.yaml
+      --config jobs/yoruba.yaml --output s3://emb/menyo
+  distil-jobs submit --job train-student --nodes 4 --gpus-per-node 8 -- --config jobs/yoruba.yaml
   distil-jobs submit --backend local --job precompute-embeddings --array 2 --wait -- --input ... --output ...
   distil-jobs submit --render --job precompute-embeddings --array 8 -- ...   # print the sbatch script only
 """

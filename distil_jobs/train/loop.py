@@ -29,8 +29,9 @@ from distil_jobs.distributed import Rendezvous
 from distil_jobs.errors import DistilError, PreemptedError
 from distil_jobs.log import log_metrics
 from distil_jobs.train import checkpoints
-from distil_jobs.train.methods.base import Method
-from distil_jobs.train.optim import deepspeed_config, linear_schedule, param_groups, uses_deepspeed
+from distil_jobs.train.guard import BestTracker
+from distil_jobs.train.methods.base import Method, MethodSetup
+from distil_jobs.train.optim import deepspeed_config, param_groups, schedules, uses_deepspeed
 from distil_jobs.train.preemption import PreemptionFlag, requeue_under_slurm
 from distil_jobs.train.tracking import Tracker
 
@@ -44,11 +45,12 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Any, rdzv: Rendezvous, method: Method, student: torch.nn.Module, train_rows: int,
-                 ckpt_root: str, tracker: Tracker, device: torch.device, bf16: bool) -> None:
-        self.cfg, self.rdzv, self.method, self.student = cfg, rdzv, method, student
-        self.train_rows, self.ckpt_root, self.tracker, self.device, self.bf16 = train_rows, ckpt_root, tracker, \
-            device, bf16
+    def __init__(self, cfg: Any, rdzv: Rendezvous, method: Method, setup: MethodSetup, ckpt_root: str,
+                 tracker: Tracker, device: torch.device, bf16: bool, best: BestTracker | None = None) -> None:
+        self.cfg, self.rdzv, self.method, self.student = cfg, rdzv, method, setup.student
+        self.train_rows, self.lr_groups = setup.train_rows, setup.lr_groups
+        self.ckpt_root, self.tracker, self.device, self.bf16 = ckpt_root, tracker, device, bf16
+        train_rows = self.train_rows
         self.rank = rdzv.rank or 0
         self.world = rdzv.world_size
         self.is_main = self.rank == 0
@@ -62,6 +64,7 @@ class Trainer:
         self.use_deepspeed = uses_deepspeed(cfg)
         self.step = 0
         self.bar: Any = None
+        self.best = best  # --keep-best: the evaluation step to publish instead of the last
         self._build()
 
     # ------------------------------------------------------------ setup
@@ -72,16 +75,20 @@ class Trainer:
         if self.use_deepspeed:
             import deepspeed
 
+            if any(g.lr_scale != 1.0 or g.frozen_steps for g in self.lr_groups):
+                raise DistilError("per-group learning rates (" + ", ".join(g.name for g in self.lr_groups) + ") "
+                                  "are not supported with DeepSpeed: drop them or train without --deepspeed-stage")
             ds = deepspeed_config(cfg, self.total_steps, self.warmup, self.bf16)
+            groups = [{k: g[k] for k in ("params", "weight_decay")}
+                      for g in param_groups(self.student, cfg.weight_decay, cfg.lr)]
             self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
-                model=self.student, model_parameters=param_groups(self.student, cfg.weight_decay), config=ds,
-                dist_init_required=False)
+                model=self.student, model_parameters=groups, config=ds, dist_init_required=False)
             self.method.model = self.engine
             return
-        self.optimizer = torch.optim.AdamW(param_groups(self.student, cfg.weight_decay), lr=cfg.lr,
-                                           betas=(0.9, 0.999), eps=1e-8)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: linear_schedule(s, self.warmup, self.total_steps))
+        groups = param_groups(self.student, cfg.weight_decay, cfg.lr, self.lr_groups)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           schedules(groups, self.warmup, self.total_steps))
         model: Any = self.student
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -102,8 +109,9 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save(self) -> None:
-        root = self.ckpt_root
+    def save(self, root: str | None = None, keep: int | None = None) -> None:
+        """A complete checkpoint of this step under `root` (default: the run's checkpoints), every rank."""
+        root = root or self.ckpt_root
         tmp = checkpoints.tmp_dir(root, self.step)
         if self.is_main:
             checkpoints.prepare(root, self.step)
@@ -119,7 +127,7 @@ class Trainer:
             final = checkpoints.publish(root, self.step, {"step": self.step, "world_size": self.world,
                                                           "deepspeed": self.use_deepspeed,
                                                           "epoch": self.step // self.steps_per_epoch},
-                                        self.cfg.keep_checkpoints)
+                                        keep or self.cfg.keep_checkpoints)
             log.info("checkpoint saved: %s", final)
         self.barrier()
 
@@ -146,11 +154,28 @@ class Trainer:
         log.info("resumed from %s at step %d/%d", folder, self.step, self.total_steps)
         return True
 
+    def load_weights(self, folder: str) -> None:
+        """Only the student's weights of a checkpoint (the best step, to publish it)."""
+        if self.use_deepspeed:
+            self.engine.load_checkpoint(folder, tag="state", load_optimizer_states=False,
+                                        load_lr_scheduler_states=False, load_module_only=True)
+        else:
+            state = torch.load(os.path.join(folder, "state.pt"), map_location=self.device, weights_only=False)
+            self.student.load_state_dict(state["model"])
+
     # ------------------------------------------------------------ collectives
 
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def rank0_says(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank (their metrics agree, but a decision must be one)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return bool(t[0] > 0)
 
     def agree(self, loss: float, stop: int) -> tuple[float, bool]:
         """Mean loss over ranks and whether any rank was signalled: one all-reduce per step."""
@@ -217,7 +242,31 @@ class Trainer:
             headline = self.method.headline.name
             if self.bar is not None and headline in metrics:
                 self.bar.set_postfix_str(f"{headline}={metrics[headline]:.4g}", refresh=False)
+        self._consider_best(metrics)
         return metrics
+
+    def _consider_best(self, metrics: dict[str, float]) -> None:
+        """--keep-best: save this step's weights when the metric improved (not for the last step:
+        those weights are in memory when the run publishes)."""
+        if self.best is None or not self.rank0_says(self.best.improves(metrics)):
+            return
+        if self.step < self.total_steps:
+            self.save(root=self.best.root, keep=1)
+        self.best.record(self.step, metrics, write=self.is_main)
+
+    def _published_metrics(self, final: dict[str, float]) -> dict[str, float]:
+        """The last step's metrics, or with --keep-best the best step's, whose weights are loaded back."""
+        best = self.best
+        if best is None or best.step is None or best.step == self.step:
+            return final
+        folder = checkpoints.latest(best.root)
+        if folder is None or checkpoints.read_info(folder)["step"] != best.step:
+            raise DistilError(f"the best checkpoint (step {best.step}) is missing under {best.root}: rerun with a "
+                              "new --output, or without --keep-best")
+        self.load_weights(folder)
+        log.info("publishing step %d, best by %s (%.5f), instead of the last step %d", best.step, best.metric.name,
+                 best.value, self.step)
+        return dict(best.metrics)
 
     def _log_step(self, row: dict[str, float]) -> None:
         if not self.is_main:
@@ -273,6 +322,6 @@ class Trainer:
                     if self.step >= self.total_steps:
                         break
             self.bar.close()
-            return self.evaluate()
+            return self._published_metrics(self.evaluate())
         finally:
             flag.restore()

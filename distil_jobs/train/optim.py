@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from distil_jobs.errors import DistilError
+from distil_jobs.train.methods.base import LrGroup
 
 
 def uses_deepspeed(cfg: Any) -> bool:
@@ -20,14 +22,31 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases and norm weights (the usual BERT recipe)."""
-    decay, no_decay = [], []
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 lr_groups: list[LrGroup] | tuple[LrGroup, ...] = ()) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norm weights (the usual BERT recipe), and each of the
+    method's `lr_groups` (parameters by name prefix) at its own learning rate and freeze period."""
+    buckets: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        group = next((i for i, g in enumerate(lr_groups) if name.startswith(g.prefixes)), -1)
+        buckets.setdefault((group, p.ndim < 2 or "norm" in name.lower()), []).append(p)
+    groups = []
+    for (i, no_decay), params in sorted(buckets.items()):
+        spec = lr_groups[i] if i >= 0 else None
+        groups.append({"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
+                       "lr": lr * (spec.lr_scale if spec else 1.0), "frozen_steps": spec.frozen_steps if spec else 0,
+                       "name": spec.name if spec else "rest"})
+    return groups
+
+
+def schedules(groups: list[dict[str, Any]], warmup: int, total: int) -> list[Callable[[int], float]]:
+    """One LambdaLR factor per group: 0 while the group is frozen, else linear warmup and decay."""
+    def factor(frozen: int) -> Callable[[int], float]:
+        return lambda step: 0.0 if step < frozen else linear_schedule(step, warmup, total)
+
+    return [factor(int(g.get("frozen_steps", 0))) for g in groups]
 
 
 def deepspeed_config(cfg: Any, total_steps: int, warmup: int, bf16: bool) -> dict[str, Any]:

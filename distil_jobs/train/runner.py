@@ -132,6 +132,7 @@ def _tracker(cfg: Any, folder: str, out: Location, is_main: bool, ckpt_root: str
 
 
 def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
+    from distil_jobs.train.guard import BestTracker, metric_named
     from distil_jobs.train.loop import Trainer
 
     is_main = (rdzv.rank or 0) == 0
@@ -147,12 +148,13 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
     bf16 = precision(cfg, device)
     method = _method(cfg, device, bf16)
     setup = method.setup()  # data and student: bad input fails here, before anything is claimed
+    best = BestTracker(metric_named(method, cfg.keep_best), ckpt_root) if cfg.keep_best else None
     if is_main:
         claim_output(out, JOB, fingerprint)
     _barrier(rdzv)
 
     tracker = _tracker(cfg, folder, out, is_main, ckpt_root, method.headline.name)
-    trainer = Trainer(cfg, rdzv, method, setup.student, setup.train_rows, ckpt_root, tracker, device, bf16)
+    trainer = Trainer(cfg, rdzv, method, setup, ckpt_root, tracker, device, bf16, best)
     final_metrics = trainer.run()
     _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics)
 
@@ -160,26 +162,40 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
 def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
              tracker: Any, final_metrics: dict[str, float]) -> None:
     """The student (gathered on every rank under ZeRO-3), the curve and metrics, then the manifest."""
-    from distil_jobs.train.publish import publish_run, push_to_hub, save_student
+    from distil_jobs.train.publish import save_student
 
     is_main = (rdzv.rank or 0) == 0
     zero3 = trainer.use_deepspeed and trainer.engine.zero_optimization_stage() == 3
     stage = save_student(method, setup.student, zero3, is_main)
     if not is_main:
         return
+    try:
+        _write_run(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
+               tracker: Any, final_metrics: dict[str, float], stage: str) -> None:
+    """Rank 0: the regression check, the curve, the manifest, the optional push."""
+    from distil_jobs.train import guard
+    from distil_jobs.train.publish import publish_run, push_to_hub
+
+    untrained = tracker.untrained_metrics()
+    watched = guard.watched_metrics(method)
+    worse = guard.check(watched, untrained, final_metrics, cfg.fail_on_regression)
     png = tracker.plot(os.path.join(folder, "training_curve.png"))
     extras = [(tracker.path, "metrics.jsonl")] + ([(png, "training_curve.png")] if png else [])
-    untrained = tracker.untrained_metrics()
     headline = method.headline
     manifest = new_manifest(
         STUDENT_MODEL, JOB, config_dict(cfg), setup.inputs, setup.train_rows, license=setup.license,
         fingerprint=fingerprint_of(cfg), method=cfg.method, **setup.manifest, steps=trainer.total_steps,
         world_size=rdzv.world_size, deepspeed=trainer.use_deepspeed, final_metrics=final_metrics,
-        untrained_metrics=untrained, dev_rows=setup.dev_rows,
+        untrained_metrics=untrained, dev_rows=setup.dev_rows, watched=[m.name for m in watched], regressions=worse,
+        published_step=trainer.best.step if trainer.best and trainer.best.step is not None else trainer.step,
         headline={"metric": headline.name, "higher_is_better": headline.higher_is_better,
                   "untrained": untrained.get(headline.name), "final": final_metrics.get(headline.name)})
     publish_run(out, stage, extras, manifest)
     if cfg.push_to:
         push_to_hub(cfg.push_to, stage, extras)
     tracker.finish({"final_" + k: v for k, v in final_metrics.items()})
-    shutil.rmtree(stage, ignore_errors=True)

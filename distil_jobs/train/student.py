@@ -53,6 +53,16 @@ def keep_layers(model: nn.Module, layers: list[int]) -> None:
     model.config.num_hidden_layers = len(kept)
 
 
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Every dropout of the model (hidden, attention, embeddings) at `p`, also in its saved config."""
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, p)
+
+
 def build_student(ref: str, *, target_dim: int, layers: list[int], projection: bool, drop_normalize: bool,
                   max_length: int | None, device: torch.device, attention: str,
                   gradient_checkpointing: bool = False) -> Any:

@@ -64,3 +64,30 @@ def test_losses_give_gradients_to_the_student(pair):
 def test_unknown_loss_is_a_user_error():
     with pytest.raises(DistilError, match="unknown loss 'l1'"):
         make_loss("l1")
+
+
+def test_in_batch_ranking_equals_a_hand_computation():
+    from distil_jobs.train.methods.losses import in_batch_ranking
+
+    q = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    k = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    t = 0.5
+    # cosines: q0·k0 = 1, q0·k1 = 0, q1·k0 = 0.6, q1·k1 = 0.8 (k normalised)
+    sim = torch.tensor([[1.0, 0.0], [0.6, 0.8]]) / t
+    import math
+
+    rows = -(math.log(math.exp(sim[0, 0]) / (math.exp(sim[0, 0]) + math.exp(sim[0, 1])))
+             + math.log(math.exp(sim[1, 1]) / (math.exp(sim[1, 0]) + math.exp(sim[1, 1])))) / 2
+    cols = -(math.log(math.exp(sim[0, 0]) / (math.exp(sim[0, 0]) + math.exp(sim[1, 0])))
+             + math.log(math.exp(sim[1, 1]) / (math.exp(sim[0, 1]) + math.exp(sim[1, 1])))) / 2
+    assert float(in_batch_ranking(q, k, t)) == pytest.approx(0.5 * (rows + cols), rel=1e-6)
+
+
+def test_in_batch_ranking_of_one_row_is_zero_with_zero_gradient():
+    from distil_jobs.train.methods.losses import in_batch_ranking
+
+    q = torch.randn(1, 384, requires_grad=True)
+    loss = in_batch_ranking(q, torch.randn(1, 384), 0.05)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(0.0, abs=1e-7)
+    assert torch.isfinite(q.grad).all() and float(q.grad.abs().max()) == pytest.approx(0.0, abs=1e-7)

@@ -47,6 +47,17 @@ class TrainContext:
     attention: str  # flash_attention_2, sdpa or eager: what the student should load with
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class LrGroup:
+    """Student parameters (by name prefix) trained at their own learning rate, or frozen for a while,
+    e.g. a new projection head at 10x the rate while the encoder waits 100 steps."""
+
+    name: str
+    prefixes: tuple[str, ...]
+    lr_scale: float = 1.0  # times --lr
+    frozen_steps: int = 0  # learning rate 0 for the first N optimizer steps
+
+
 @dataclasses.dataclass(slots=True)
 class MethodSetup:
     """What `setup` returns: the student to train and what the manifest should say about the data."""
@@ -57,6 +68,7 @@ class MethodSetup:
     inputs: list[dict[str, Any]]  # manifest input references (data artifacts, teacher, student init)
     license: str | None  # licence of the training data, carried into the student's manifest
     manifest: dict[str, Any] = dataclasses.field(default_factory=dict)  # method facts (teacher, dims, columns)
+    lr_groups: tuple[LrGroup, ...] = ()  # parameters that train at their own rate; the rest at --lr
 
 
 @runtime_checkable
@@ -65,6 +77,8 @@ class Method(Protocol):
     Options: ClassVar[type]
     headline: Metric
     model: Any  # set by the loop: what forward passes go through
+    # Optional: `watched: tuple[Metric, ...]`, the dev metrics besides the headline that the student
+    # must not lose (the guard compares them with the untrained student; see train/guard.py).
 
     def __init__(self, ctx: TrainContext) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -145,3 +146,36 @@ def load_data(spec: DataSpec) -> LoadedData:
              ", parallel" if train.pairs else "", "precomputed" if dim else "from the online teacher")
     return LoadedData(train, dev, info["teacher"], dim, info["text_column"], info["pair_column"], info["license"],
                       inputs)
+
+
+@dataclasses.dataclass(slots=True)
+class StsPairs:
+    """Sentence pairs with a similarity score: what the student must keep while it learns (e.g. English STS)."""
+
+    first: list[str]
+    second: list[str]
+    scores: np.ndarray
+
+
+def load_sts(uri: str, rows: int) -> StsPairs:
+    """The first `rows` rows of an STS file with columns sentence1, sentence2 and score."""
+    table = read_table(uri).slice(0, rows)
+    missing = [c for c in ("sentence1", "sentence2", "score") if c not in table.column_names]
+    if missing:
+        raise DistilError(f"--watch-sts {uri} has no column {missing[0]} (columns: {', '.join(table.column_names)}): "
+                          "give a file with sentence1, sentence2 and score, e.g. $DISTIL_DATA_DIR/stsb/dev.jsonl")
+    first = _texts(table, "sentence1", uri, "--watch-sts")
+    second = _texts(table, "sentence2", uri, "--watch-sts")
+    try:
+        scores = np.asarray(table.column("score").to_pylist(), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DistilError(f"--watch-sts {uri}: column score must hold numbers") from None
+    if len(first) < 10 or not np.isfinite(scores).all():
+        raise DistilError(f"--watch-sts {uri}: needs at least 10 rows with finite scores")
+    return StsPairs(first, second, scores)
+
+
+def strip_diacritics(text: str) -> str:
+    """Yoruba as it is often typed: without tone marks and underdots ("Ẹ kú àárọ̀" → "E ku aaro")."""
+    decomposed = unicodedata.normalize("NFD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed if unicodedata.category(c) != "Mn"))

@@ -61,3 +61,13 @@ def parallel_loss(student_src: torch.Tensor, student_tgt: torch.Tensor, teacher_
     if student_weight:
         loss = loss + student_weight * mse(student_tgt, student_src)
     return loss
+
+
+def in_batch_ranking(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.05) -> torch.Tensor:
+    """Symmetric in-batch ranking (InfoNCE, as in LaBSE-style and sentence-transformers'
+    MultipleNegativesRankingLoss): row i of `queries` must find row i of `keys` among the batch,
+    and the other way round. Cosine similarities divided by `temperature`; cross-entropy on the
+    diagonal. With one row the only candidate is the right one: the loss is 0 with zero gradient."""
+    sim = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T / temperature
+    labels = torch.arange(sim.size(0), device=sim.device)
+    return 0.5 * (F.cross_entropy(sim, labels) + F.cross_entropy(sim.T, labels))
