@@ -75,9 +75,6 @@ class Trainer:
         if self.use_deepspeed:
             import deepspeed
 
-            if any(g.lr_scale != 1.0 or g.frozen_steps for g in self.lr_groups):
-                raise DistilError("per-group learning rates (" + ", ".join(g.name for g in self.lr_groups) + ") "
-                                  "are not supported with DeepSpeed: drop them or train without --deepspeed-stage")
             ds = deepspeed_config(cfg, self.total_steps, self.warmup, self.bf16)
             groups = [{k: g[k] for k in ("params", "weight_decay")}
                       for g in param_groups(self.student, cfg.weight_decay, cfg.lr)]

@@ -148,6 +148,9 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
     bf16 = precision(cfg, device)
     method = _method(cfg, device, bf16)
     setup = method.setup()  # data and student: bad input fails here, before anything is claimed
+    if setup.lr_groups and uses_deepspeed(cfg):
+        raise DistilError("per-group learning rates (" + ", ".join(g.name for g in setup.lr_groups) + ") are not "
+                          "supported with DeepSpeed: drop them, or train without --deepspeed-stage")
     best = BestTracker(metric_named(method, cfg.keep_best), ckpt_root) if cfg.keep_best else None
     if is_main:
         claim_output(out, JOB, fingerprint)

@@ -43,6 +43,18 @@ CASES = {
     "dim_mismatch_without_projection": (lambda t, tmp: ["--targets", str(wide_targets(t, tmp / "wide")),
                                                         "--no-projection"], "gives 384-dim embeddings but the targets"),
     "online_without_teacher": (lambda t, tmp: ["--input", str(raw_input(t))], "--input needs --teacher"),
+    # The Yoruba options: each misuse is caught before anything is claimed.
+    "keep_best_unknown_metric": (lambda t, tmp: ["--targets", str(t), "--keep-best", "dev_bleu"],
+                                 "--keep-best dev_bleu: --method embedding reports dev_retrieval_top1"),
+    "ranking_without_pairs": (lambda t, tmp: ["--targets", str(t), "--monolingual", "--contrastive-weight", "0.3"],
+                              "need parallel data"),
+    "vocab_without_pairs": (lambda t, tmp: ["--targets", str(t), "--monolingual", "--extend-vocab", "100"],
+                            "--extend-vocab learns the translations' vocabulary"),
+    "watch_sts_not_sts": (lambda t, tmp: ["--targets", str(t), "--watch-sts", str(raw_input(t))],
+                          "has no column sentence1"),
+    "projection_lr_with_deepspeed": (lambda t, tmp: ["--targets", str(wide_targets(t, tmp / "wide")),
+                                                     "--projection-lr-scale", "10", "--deepspeed-stage", "0"],
+                                     "per-group learning rates (projection, encoder) are not supported with DeepSpeed"),
 }
 
 
