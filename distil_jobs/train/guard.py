@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from distil_jobs.errors import DistilError
@@ -51,29 +52,26 @@ def is_better(metric: Metric, new: float, old: float | None) -> bool:
     return new > old if metric.higher_is_better else new < old
 
 
-def regressions(watched: list[Metric], untrained: dict[str, Any], published: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each watched metric on which the published student is worse than the untrained one."""
-    worse = []
+def _compared(watched: list[Metric], untrained: dict[str, Any], published: dict[str, Any]
+              ) -> Iterator[tuple[Metric, float, float, bool]]:
+    """(metric, untrained value, published value, got worse) for each watched metric both evaluations have."""
     for m in watched:
         before, after = untrained.get(m.name), published.get(m.name)
-        if before is None or after is None:
-            continue
-        if is_better(m, before, after):
-            worse.append({"metric": m.name, "untrained": before, "published": after,
-                          "higher_is_better": m.higher_is_better})
-    return worse
+        if before is not None and after is not None:
+            yield m, before, after, is_better(m, before, after)
+
+
+def regressions(watched: list[Metric], untrained: dict[str, Any], published: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each watched metric on which the published student is worse than the untrained one."""
+    return [{"metric": m.name, "untrained": before, "published": after, "higher_is_better": m.higher_is_better}
+            for m, before, after, worse in _compared(watched, untrained, published) if worse]
 
 
 def summary_lines(watched: list[Metric], untrained: dict[str, Any], published: dict[str, Any]) -> list[str]:
     """The end-of-run table: each watched metric before and after, and which way it went."""
-    lines = [f"{'metric':<22} {'untrained':>10} {'published':>10}  verdict"]
-    for m in watched:
-        before, after = untrained.get(m.name), published.get(m.name)
-        if before is None or after is None:
-            continue
-        verdict = "WORSE than untrained" if is_better(m, before, after) else "ok"
-        lines.append(f"{m.name:<22} {before:>10.4f} {after:>10.4f}  {verdict}")
-    return lines
+    return [f"{'metric':<22} {'untrained':>10} {'published':>10}  verdict"] + [
+        f"{m.name:<22} {before:>10.4f} {after:>10.4f}  {'WORSE than untrained' if worse else 'ok'}"
+        for m, before, after, worse in _compared(watched, untrained, published)]
 
 
 def check(watched: list[Metric], untrained: dict[str, Any], published: dict[str, Any], fail: bool

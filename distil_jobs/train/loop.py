@@ -50,14 +50,13 @@ class Trainer:
         self.cfg, self.rdzv, self.method, self.student = cfg, rdzv, method, setup.student
         self.train_rows, self.lr_groups = setup.train_rows, setup.lr_groups
         self.ckpt_root, self.tracker, self.device, self.bf16 = ckpt_root, tracker, device, bf16
-        train_rows = self.train_rows
         self.rank = rdzv.rank or 0
         self.world = rdzv.world_size
         self.is_main = self.rank == 0
-        self.micro_per_epoch = (train_rows // self.world) // cfg.batch_size
+        self.micro_per_epoch = (self.train_rows // self.world) // cfg.batch_size
         self.steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
         if self.steps_per_epoch < 1:
-            raise DistilError(f"{train_rows} training rows are too few for --batch-size {cfg.batch_size} × "
+            raise DistilError(f"{self.train_rows} training rows are too few for --batch-size {cfg.batch_size} × "
                               f"--grad-accum {cfg.grad_accum} × {self.world} process(es): lower them or add data")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.warmup = math.ceil(cfg.warmup_ratio * self.total_steps)

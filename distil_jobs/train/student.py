@@ -63,6 +63,13 @@ def set_dropout(model: nn.Module, p: float) -> None:
             setattr(model.config, key, p)
 
 
+def features(student: Any, texts: list[str], device: torch.device) -> dict[str, Any]:
+    """A SentenceTransformer's tokenized batch, its tensors on `device`."""
+    # sentence-transformers >= 6 renamed tokenize to preprocess.
+    prep = getattr(student, "preprocess", None) or student.tokenize
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prep(texts).items()}
+
+
 def build_student(ref: str, *, target_dim: int, layers: list[int], projection: bool, drop_normalize: bool,
                   max_length: int | None, device: torch.device, attention: str,
                   gradient_checkpointing: bool = False) -> Any:

@@ -32,6 +32,7 @@ from distil_jobs.train.methods.embedding_data import (
 )
 from distil_jobs.train.methods.losses import LOSSES, in_batch_ranking, make_loss, mse, parallel_loss
 from distil_jobs.train.methods.projection import INITS
+from distil_jobs.train.student import features
 
 log = logging.getLogger("distil_jobs.train.embedding")
 
@@ -210,12 +211,8 @@ class EmbeddingMethod:
 
     def embed(self, model: Any, texts: list[str]) -> torch.Tensor:
         """Student embeddings through `model` (the DDP/DeepSpeed wrapper, or the bare student)."""
-        # sentence-transformers >= 6 renamed tokenize to preprocess.
-        prep = getattr(self.student, "preprocess", None) or self.student.tokenize
-        feats = prep(texts)
-        device = self.ctx.device
-        feats = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
-        dtype = self.ctx.autocast
+        feats = features(self.student, texts, self.ctx.device)
+        device, dtype = self.ctx.device, self.ctx.autocast
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(feats)["sentence_embedding"]
         return out.float()

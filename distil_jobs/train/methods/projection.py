@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from distil_jobs.train.student import features
+
 log = logging.getLogger("distil_jobs.train.projection")
 INITS = ("random", "lstsq", "ridge", "procrustes")
 
@@ -59,9 +61,7 @@ def pooled(student: Any, upto: int, texts: list[str], device: torch.device, batc
     try:
         out = []
         for i in range(0, len(texts), batch_size):
-            feats = student.preprocess(texts[i:i + batch_size]) if hasattr(student, "preprocess") \
-                else student.tokenize(texts[i:i + batch_size])
-            feats = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
+            feats = features(student, texts[i:i + batch_size], device)
             for module in list(student)[:upto]:
                 feats = module(feats)
             out.append(feats["sentence_embedding"].float().cpu())
