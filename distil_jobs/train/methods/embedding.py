@@ -178,7 +178,7 @@ class EmbeddingMethod:
             from distil_jobs.data import read_table, text_column
 
             texts += [str(t) for t in text_column(read_table(self.opts.vocab_corpus), "text", self.opts.vocab_corpus,
-                                                  "--vocab-corpus") if t]
+                                                  "--vocab-corpus a file with a 'text' column") if t]
         return texts
 
     def _dense_index(self) -> int | None:
