@@ -1,7 +1,7 @@
 """`distil-jobs <job>`: one click group, one subcommand per job in the registry (`distil_jobs.jobs`).
 
 Job modules are imported only when their command is used, so `distil-jobs --help` does not pay
-for importing torch. Besides the jobs: `inspect`, `fetch-model` and `submit`.
+for importing torch. Besides the jobs: `inspect`, `verify`, `cp`, `fetch-model` and `submit`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,38 @@ def inspect_cmd(uri: str, summary: bool) -> None:
     click.echo(f"inputs   : {', '.join(i['uri'] for i in manifest.get('inputs', []))}")
     click.echo(f"licence  : {manifest.get('license') or 'unknown'}")
     click.echo(f"code     : distil-jobs {manifest['code']['distil_jobs']} @ {manifest['code'].get('git_commit')}")
+
+
+@main.command("verify")
+@click.argument("uri")
+def verify_cmd(uri: str) -> None:
+    """Check every file of the artifact at URI against its manifest (size, sha256; rows and embedding
+    sizes against the Parquet footers). Names every bad file; exit 1 if any."""
+    from distil_jobs.artifacts.verify import verify_artifact
+
+    report = verify_artifact(uri)
+    for problem in report.problems:
+        click.echo(f"bad: {problem}", err=True)
+    for rel in report.unlisted:
+        click.echo(f"note: {uri}/{rel} is not in the manifest (no reader uses it)", err=True)
+    if not report.ok:
+        click.echo(f"error: {uri} failed verification: {len(report.problems)} problem(s)", err=True)
+        sys.exit(1)
+    rows = f", {report.rows} rows" if report.rows is not None else ""
+    click.echo(f"ok: {uri}: {report.files} files, {report.bytes:,} bytes{rows}, all as the manifest says")
+
+
+@main.command("cp")
+@click.argument("src")
+@click.argument("dst")
+def cp_cmd(src: str, dst: str) -> None:
+    """Copy the finished artifact SRC to DST (local, s3:// or hf://), checking every file against the
+    manifest on the way and writing the manifest last. Rerun it to resume a copy that stopped."""
+    from distil_jobs.artifacts.copy import copy_artifact
+
+    done = copy_artifact(src, dst)
+    click.echo(f"copied {src} -> {dst}: {done.files - done.kept} file(s) sent, {done.kept} already there, "
+               f"{done.bytes:,} bytes verified")
 
 
 @main.command("fetch-model")

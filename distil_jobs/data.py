@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from distil_jobs.artifacts import Location, open_location
 from distil_jobs.artifacts.manifest import MANIFEST, PRIVATE_PREFIXES
+from distil_jobs.artifacts.verify import check_shape, entries, read_verified
 from distil_jobs.errors import DistilError, first_line
 
 DATA_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
@@ -54,10 +55,23 @@ def license_of(uri: str) -> str | None:
     return None
 
 
-def _read_one(loc: Location, rel: str) -> pa.Table:
+# Everything a parser may raise on a malformed file: Arrow's whole family (ArrowTypeError is a
+# TypeError, not a ValueError), json's JSONDecodeError and UnicodeDecodeError (both ValueErrors).
+_PARSE_ERRORS = (pa.ArrowException, ValueError, TypeError)
+_TEXT_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+_EXPECTED = {".jsonl": "one JSON object per line", ".json": "one JSON object per line, or one array of objects",
+             ".csv": "comma-separated with a header row", ".tsv": "tab-separated with a header row",
+             ".parquet": "a whole Parquet file"}
+
+
+def _read_one(loc: Location, rel: str, entry: dict[str, Any] | None = None) -> pa.Table:
+    """One file; with its manifest `entry`, its size and sha256 are checked before it is parsed."""
     name = rel or posixpath.basename(loc.root)
-    with loc.fs.open(loc.path(rel), "rb") as f:
-        raw = f.read()
+    where = f"{loc.uri}/{rel}" if rel else loc.uri
+    raw = read_verified(loc, rel, entry)
+    if name.endswith(_TEXT_FORMATS):
+        # Arrow's JSON reader takes invalid UTF-8 as it comes and fails later, far from the file.
+        _check_utf8(raw, where)
     try:
         if name.endswith(".parquet"):
             return pq.read_table(io.BytesIO(raw))
@@ -70,13 +84,54 @@ def _read_one(loc: Location, rel: str) -> pa.Table:
         if name.endswith((".jsonl", ".json")):
             stripped = raw.lstrip()
             if stripped.startswith(b"["):
-                import json
-
-                return pa.Table.from_pylist(json.loads(raw))
+                return _json_array(raw, where)
             return pajson.read_json(io.BytesIO(raw))
-    except (pa.ArrowInvalid, ValueError) as e:
-        raise DistilError(f"cannot parse {loc.uri}/{rel}".rstrip("/") + f": {first_line(e)}") from None
+    except _PARSE_ERRORS as e:
+        expected = _EXPECTED.get(posixpath.splitext(name)[1], "a valid file")
+        raise DistilError(f"cannot parse {where} ({first_line(e)}): fix the file ({expected})") from None
     raise DistilError(f"{loc.uri}: unknown file type; use one of {', '.join(DATA_EXTENSIONS)}")
+
+
+def _check_utf8(raw: bytes, where: str) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DistilError(f"{where} is not UTF-8 (byte 0x{raw[e.start]:02x} on line {line}): re-encode it as UTF-8, "
+                          "e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _json_array(raw: bytes, where: str) -> pa.Table:
+    """A .json file holding one array of row objects."""
+    import json
+
+    rows = json.loads(raw)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DistilError(f"cannot parse {where}: a JSON array must hold one object per row, e.g. "
+                          '[{"text": "..."}]')
+    try:
+        return pa.Table.from_pylist(rows)
+    except _PARSE_ERRORS:
+        # Arrow says "Expected bytes, got a 'int' object": name the column and the row instead.
+        column, row, kinds = _mixed_column(rows)
+        raise DistilError(f"cannot parse {where}: column '{column}' mixes {' and '.join(kinds)} (first change at "
+                          f"row {row}): give every value of a column the same type") from None
+
+
+_JSON_KINDS = {str: "text", int: "number", float: "number", bool: "boolean", list: "list", dict: "object"}
+
+
+def _mixed_column(rows: list[dict[str, Any]]) -> tuple[str, int, list[str]]:
+    """The first column whose non-null values change Python type, the row where it does, and the types."""
+    first: dict[str, str] = {}
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if value is None:
+                continue
+            kind = _JSON_KINDS.get(type(value), type(value).__name__)
+            if first.setdefault(key, kind) != kind:
+                return key, i, [first[key], kind]
+    return "?", 0, ["incompatible values"]
 
 
 def _is_dir(loc: Location) -> bool:
@@ -103,12 +158,17 @@ def read_table(uri: str, allow_partial: bool = False) -> pa.Table:
         from distil_jobs.artifacts import require_artifact
 
         _, manifest = require_artifact(uri, allow_partial=allow_partial)
+        promised = entries(manifest)
         files = [f["path"] if isinstance(f, dict) else f for f in manifest.get("files", [])]
-        files = [f for f in files if f.startswith("data/") and f.endswith(".parquet")]
-    else:
-        from distil_jobs.artifacts.manifest import list_files
+        files = sorted(f for f in files if f.startswith("data/") and f.endswith(".parquet"))
+        if not files:
+            raise DistilError(f"artifact {uri} holds no data chunks (a {manifest.get('kind')}): pass a dataset")
+        table = pa.concat_tables([_read_one(loc, f, promised.get(f)) for f in files], promote_options="default")
+        check_shape(uri, manifest, table.num_rows, table.schema)  # the manifest's rows and dims are the data's
+        return table
+    from distil_jobs.artifacts.manifest import list_files
 
-        files = [f for f in list_files(loc) if f.endswith(DATA_EXTENSIONS) and not f.startswith(PRIVATE_PREFIXES)]
+    files = [f for f in list_files(loc) if f.endswith(DATA_EXTENSIONS) and not f.startswith(PRIVATE_PREFIXES)]
     if not files:
         raise DistilError(f"input folder {uri} holds no data files ({', '.join(DATA_EXTENSIONS)})")
     return pa.concat_tables([_read_one(loc, f) for f in sorted(files)], promote_options="default")
@@ -118,10 +178,39 @@ def _dataset_dict_error(uri: str, ds: Any) -> pa.Table:
     raise DistilError(f"{uri} holds several splits ({', '.join(ds)}): point --input at one split folder, e.g. {uri}/train")
 
 
-def text_column(table: pa.Table, column: str, uri: str, flag: str = "--text-column") -> list[Any]:
+def text_column(table: pa.Table, column: str, uri: str, flag: str = "--text-column", cast: bool = False
+                ) -> list[str | None]:
+    """A column of texts. Strings pass; bytes are decoded as UTF-8 (a file with one stray byte is read as
+    binary by Arrow) or refused naming the row; numbers, booleans, lists and dicts are refused unless
+    `cast` (--cast-text), because `str()` of them is almost never the text anyone meant to embed."""
     if column not in table.column_names:
         raise DistilError(f"column '{column}' not in {uri} (columns: {', '.join(table.column_names)}): pass {flag}")
-    return table.column(column).to_pylist()
+    col = table.column(column)
+    kind = col.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind) \
+            or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind)):
+        return col.to_pylist()
+    values = col.to_pylist()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return [_decode(v, i, column, uri) for i, v in enumerate(values)]
+    if not cast:
+        first = next((i for i, v in enumerate(values) if v is not None), 0)
+        raise DistilError(f"column '{column}' of {uri} holds {kind}, not text (row {first}: {str(values[first])[:40]!r}): "
+                          f"pass the text column with {flag}, or --cast-text to embed each value's string form")
+    import json
+
+    return [None if v is None else v if isinstance(v, str) else
+            json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (list, dict)) else str(v) for v in values]
+
+
+def _decode(value: bytes | None, row: int, column: str, uri: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DistilError(f"row {row} of column '{column}' in {uri} is not UTF-8 (byte 0x{value[e.start]:02x} at "
+                          f"position {e.start}): re-encode the file as UTF-8") from None
 
 
 def empty_rows(texts: list[Any]) -> list[int]:

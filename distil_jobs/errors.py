@@ -13,6 +13,13 @@ class DistilError(Exception):
     exit_code = 2
 
 
+class JobFault(DistilError):
+    """A fault that is not the user's input: a storage server gone, a training run that diverged.
+    Still one line (the traceback would not help), but exit 1: a launcher may retry it."""
+
+    exit_code = 1
+
+
 class PreemptedError(Exception):
     """Raised when a job stops on a preemption signal after saving its state."""
 

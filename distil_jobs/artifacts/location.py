@@ -6,10 +6,10 @@ Every write goes through `put_files` (atomic per file, one commit on the Hub) or
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -19,7 +19,8 @@ from typing import Any
 
 import fsspec
 
-from distil_jobs.errors import DistilError, first_line
+from distil_jobs.artifacts.s3 import is_precondition_failed, s3_filesystem
+from distil_jobs.errors import DistilError
 
 TMP_PREFIX = ".tmp-"  # files being written: never listed, counted or read
 
@@ -49,6 +50,9 @@ class HubRepo:
         return posixpath.join(root, self.subdir) if self.subdir else root
 
 
+_HUB_NAME = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
+
+
 def parse_hub_uri(uri: str) -> HubRepo:
     """hf://[datasets/]org/name[@revision][/subdir]; the revision defaults to main."""
     rest = uri[len("hf://"):].strip("/")
@@ -57,93 +61,20 @@ def parse_hub_uri(uri: str) -> HubRepo:
     if parts and parts[0] in ("datasets", "models", "spaces"):
         repo_type = parts[0].rstrip("s")
         parts = parts[1:]
-    if len(parts) < 2:
+    if len(parts) < 2 or not parts[0] or not parts[1]:
         raise DistilError(f"{uri}: a Hub URI needs an org and a name, e.g. hf://datasets/org/name or hf://org/model")
-    name, _, revision = parts[1].partition("@")
-    return HubRepo(f"{parts[0]}/{name}", repo_type, "/".join(parts[2:]), revision or "main")
-
-
-def s3_filesystem() -> Any:
-    try:
-        import s3fs
-    except ImportError:
-        raise DistilError("s3:// URIs need s3fs: pip install 'distil-jobs[s3]'") from None
-    # botocore reads keys, region and AWS_ENDPOINT_URL* itself; passing the endpoint explicitly
-    # keeps older botocore releases working with S3-compatible stores (MinIO, SeaweedFS, Ceph).
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint) if endpoint else s3fs.S3FileSystem()
-    return S3Guard(fs, endpoint or "the default AWS endpoint")
-
-
-class S3Guard:
-    """Forwards every call to an s3fs filesystem and turns credential and connection failures into
-    one-line DistilErrors: they are the user's to fix, and s3fs reports them as deep tracebacks.
-
-    Translation happens here, around the public calls, because s3fs itself catches broad
-    exceptions in places. Libraries that need a real fsspec instance (pyarrow `filesystem=`,
-    datasets) take `.unwrapped`."""
-
-    def __init__(self, fs: Any, endpoint: str) -> None:
-        self._fs = fs
-        self._endpoint = endpoint
-
-    @property
-    def unwrapped(self) -> Any:
-        return self._fs
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._fs, name)
-        if not callable(attr):
-            return attr
-
-        @functools.wraps(attr)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return attr(*args, **kwargs)
-            except PermissionError as e:
-                where = f"s3://{args[0]}" if args and isinstance(args[0], str) else "S3"
-                # The message names the variables, never their values.
-                raise DistilError(f"access denied to {where} at {self._endpoint} ({first_line(e)}): check "
-                                  "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
-            except Exception as e:
-                if _is_connection_error(e):
-                    raise DistilError(f"cannot reach S3 at {self._endpoint} ({first_line(e)}): check "
-                                      "AWS_ENDPOINT_URL and that the server is up") from None
-                raise
-
-        return call
-
-
-def _is_connection_error(e: BaseException) -> bool:
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-    except ImportError:  # pragma: no cover - s3fs always brings botocore
-        return False
-    chain: BaseException | None = e
-    while chain is not None:
-        if isinstance(chain, BotoConnectionError):
-            return True
-        chain = chain.__cause__
-    return False
-
-
-def _is_precondition_failed(e: BaseException) -> bool:
-    """True for S3's answer to a conditional put that lost (HTTP 412 PreconditionFailed).
-
-    s3fs turns it into a bare OSError whose text depends on the server, so look at the
-    botocore error it wraps."""
-    chain: BaseException | None = e
-    while chain is not None:
-        response = getattr(chain, "response", None)
-        if isinstance(response, dict):
-            code = str(response.get("Error", {}).get("Code", ""))
-            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "412") or status == 412:
-                return True
-        if "PreconditionFailed" in str(chain):
-            return True
-        chain = chain.__cause__
-    return False
+    name, at, revision = parts[1].partition("@")
+    for part in (parts[0], name):
+        # The Hub's own rule; checked here so a typo is one line, not huggingface_hub's HfUriError traceback.
+        if not _HUB_NAME.match(part) or "--" in part or ".." in part:
+            raise DistilError(f"{uri}: '{part}' is not a valid Hub org or repo name (letters, digits, '-', '_', '.'; "
+                              "at most 96; no leading or trailing '-' or '.'): fix the URI")
+    if at and not revision:
+        raise DistilError(f"{uri}: '@' without a revision: write hf://org/name@REVISION, or drop the '@' for main")
+    subdir = [p for p in parts[2:] if p]
+    if ".." in subdir:
+        raise DistilError(f"{uri}: '..' is not allowed in a Hub path: name the folder inside the repo directly")
+    return HubRepo(f"{parts[0]}/{name}", repo_type, "/".join(subdir), revision or "main")
 
 
 @dataclass(slots=True)
@@ -265,7 +196,7 @@ class Location:
             except FileExistsError:
                 return False
             except OSError as e:
-                if _is_precondition_failed(e):
+                if is_precondition_failed(e):
                     return False
                 raise
         # Hub: a commit whose parent is the revision we checked fails if anyone committed since.
@@ -307,13 +238,27 @@ def ensure_writable_dir(folder: str, uri: str) -> None:
         raise DistilError(f"output {uri} is not writable: choose another --output")
 
 
+class HubOffline(DistilError):
+    """hf:// used while HF_HUB_OFFLINE is set: huggingface_hub refuses every request, deep in a traceback."""
+
+
+def _require_hub_online() -> None:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:  # huggingface_hub's own reading of HF_HUB_OFFLINE (1/true/yes/on)
+        raise HubOffline("the Hugging Face Hub is offline here (HF_HUB_OFFLINE is set): unset HF_HUB_OFFLINE to "
+                         "reach it, or use a local path instead")
+
+
 def _hub_filesystem() -> Any:
+    _require_hub_online()
     from huggingface_hub import HfFileSystem
 
     return HfFileSystem()
 
 
 def _hub_api() -> Any:
+    _require_hub_online()
     from huggingface_hub import HfApi
 
     return HfApi()  # reads HF_TOKEN from the environment; never passed around or logged
@@ -328,7 +273,12 @@ def open_location(uri: str) -> Location:
         fs = s3_filesystem()
         return Location(uri.rstrip("/"), "s3", uri[len("s3://"):].rstrip("/"), fs)
     if uri.startswith("hf://"):
-        return Location(uri.rstrip("/"), "hf", parse_hub_uri(uri).fs_root, _hub_filesystem())
+        root = parse_hub_uri(uri).fs_root
+        try:
+            fs = _hub_filesystem()
+        except HubOffline as e:
+            raise HubOffline(f"{uri}: {e}") from None
+        return Location(uri.rstrip("/"), "hf", root, fs)
     if "://" in uri and not uri.startswith("file://"):
         scheme = uri.split("://", 1)[0]
         raise DistilError(f"{uri}: unsupported scheme '{scheme}://': use a local path, file://, s3:// or hf://")

@@ -124,7 +124,14 @@ def read_manifest(uri: str | Location) -> dict[str, Any] | None:
     loc = open_location(uri) if isinstance(uri, str) else uri
     if not loc.exists(MANIFEST):
         return None
-    return json.loads(loc.read_bytes(MANIFEST))
+    try:
+        manifest = json.loads(loc.read_bytes(MANIFEST))
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError: a torn or overwritten file
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise DistilError(f"{loc.uri}/{MANIFEST} is not valid JSON (a damaged artifact): rerun the job that wrote "
+                          "it into a new output")
+    return manifest
 
 
 def require_artifact(uri: str, kind: str | None = None, allow_partial: bool = False) -> tuple[Location, dict[str, Any]]:

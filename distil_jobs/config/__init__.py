@@ -21,6 +21,7 @@ from distil_jobs.config.fields import (
     active_specs,
     compose,
     config_dict,
+    content_of,
     field_specs,
     fingerprint_of,
     group_options,
@@ -32,5 +33,5 @@ from distil_jobs.config.fields import (
 from distil_jobs.config.files import expand_env_refs, load_config_file
 
 __all__ = ["ENV_PREFIX", "REDACTED", "FieldSpec", "Resolved", "active_specs", "build_command", "compose",
-           "config_dict", "describe", "exit_with_error", "expand_env_refs", "field_specs", "fingerprint_of",
+           "config_dict", "content_of", "describe", "exit_with_error", "expand_env_refs", "field_specs", "fingerprint_of",
            "group_options", "load_config_file", "parse_value", "redact", "resolve", "setting"]

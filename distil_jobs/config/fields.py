@@ -39,6 +39,7 @@ def setting(
     required: bool = False,
     aliases: tuple[str, ...] = (),
     fingerprint: bool = False,
+    data: bool = False,
     min: float | None = None,
     max: float | None = None,
 ) -> Any:
@@ -47,9 +48,11 @@ def setting(
     `aliases` are extra flag names, e.g. ("--model",) beside --models. List fields are
     repeatable flags; a list of `dict` items also takes YAML mappings (strings pass through).
     `fingerprint`: the value changes what the job produces, so resuming with another one is refused.
+    `data`: the value is a dataset URI whose *content* the result depends on: a resume over changed
+    content is refused too (`content_of`), whatever the URI says.
     `min`/`max`: inclusive bounds, checked wherever the value comes from (for lists, on each item)."""
     meta = {"help": help, "choices": choices, "secret": secret, "required": required, "aliases": aliases,
-            "fingerprint": fingerprint, "min": min, "max": max}
+            "fingerprint": fingerprint or data, "data": data, "min": min, "max": max}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda d=default: list(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -71,6 +74,7 @@ class FieldSpec:
     min: float | None = None
     max: float | None = None
     owners: tuple[str, ...] = ()  # groups (methods) this option belongs to; empty = shared
+    data: bool = False  # a dataset URI: its content enters the run's fingerprint
 
     @property
     def flag(self) -> str:
@@ -105,7 +109,8 @@ def field_specs(cls: type) -> list[FieldSpec]:
         specs.append(
             FieldSpec(f.name, tp, item, optional, default, m.get("help", ""), m.get("choices"),
                       m.get("secret", False), m.get("required", False), tuple(m.get("aliases", ())),
-                      m.get("fingerprint", False), m.get("min"), m.get("max"), tuple(m.get("owners", ())))
+                      m.get("fingerprint", False), m.get("min"), m.get("max"), tuple(m.get("owners", ())),
+                      m.get("data", False))
         )
     return specs
 
@@ -293,6 +298,16 @@ def fingerprint_of(cfg: Any) -> dict[str, Any]:
     """The values of the active options declared `fingerprint=True`: what the result depends on."""
     values = {s.name: getattr(cfg, s.name) for s in field_specs(type(cfg))}
     return {s.name: values[s.name] for s in active_specs(type(cfg), values) if s.fingerprint}
+
+
+def content_of(cfg: Any) -> dict[str, Any]:
+    """A content fingerprint of every active dataset option (`data=True`) that is set: what the inputs
+    hold, not what they are called. Keys are `content:<option>`; see `artifacts.fingerprint`."""
+    from distil_jobs.artifacts.fingerprint import content_fingerprint
+
+    values = {s.name: getattr(cfg, s.name) for s in field_specs(type(cfg))}
+    return {f"content:{s.name}": content_fingerprint(values[s.name])
+            for s in active_specs(type(cfg), values) if s.data and values[s.name]}
 
 
 def redact(values: dict[str, Any], cls: type | None = None) -> dict[str, Any]:

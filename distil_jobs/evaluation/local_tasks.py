@@ -7,6 +7,7 @@ and the scores mean what they mean on the MTEB leaderboard.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from distil_jobs.data import read_table
@@ -18,8 +19,10 @@ _TYPES = {"classification": ("Classification", "t2c"), "sts": ("STS", "t2t"), "b
 SEED = 42  # mteb's default task seed: same subsample and classifier runs every time
 
 
-def _read_split(spec: LocalTaskSpec, split: str, columns: list[str], texts: list[str]) -> dict[str, list[Any]]:
-    """Read `columns` of one split; `texts` are the columns that must hold non-empty text."""
+def _read_split(spec: LocalTaskSpec, split: str, columns: list[str], texts: list[str],
+                required: tuple[str, ...] = ()) -> dict[str, list[Any]]:
+    """Read `columns` of one split; `texts` are the columns that must hold non-empty text, `required`
+    those (labels, scores) that must have a value in every row."""
     uri = split_file(spec.path, split)
     assert uri is not None  # check_local_task ran first
     table = read_table(uri)
@@ -35,7 +38,28 @@ def _read_split(spec: LocalTaskSpec, split: str, columns: list[str], texts: list
         if empty:
             raise DistilError(f"local task {spec.name}: {len(empty)} empty text(s) in '{c}' of {uri} "
                               f"(first at row {empty[0]}); clean the data")
+    for c in required:
+        # mteb would fail deep in its classifier or correlation code, after the model has loaded.
+        missing = [i for i, v in enumerate(data[c]) if v is None]
+        if missing:
+            raise DistilError(f"local task {spec.name}: {len(missing)} missing value(s) in '{c}' of {uri} "
+                              f"(first at row {missing[0]}); fill them in or drop those rows")
     return data
+
+
+def _scores(spec: LocalTaskSpec, values: list[Any], uri: str) -> list[float]:
+    """STS gold scores as floats; numeric strings ("4.2") pass, anything else is named by row."""
+    scores: list[float] = []
+    for i, v in enumerate(values):
+        try:
+            score = float(v) if not isinstance(v, bool) else math.nan
+        except (TypeError, ValueError):
+            score = math.nan
+        if not math.isfinite(score):
+            raise DistilError(f"local task {spec.name}: score {v!r} in row {i} of {uri} is not a number; "
+                              "give every row a numeric 'score' (e.g. 0 to 5)")
+        scores.append(score)
+    return scores
 
 
 def _sample(n: int, max_rows: int | None) -> list[int] | None:
@@ -79,7 +103,7 @@ def build_local_task(spec: LocalTaskSpec, max_test_rows: int | None = None) -> A
             text, label = spec.columns
             splits = {}
             for split in (spec.train_split, spec.split):
-                d = _read_split(spec, split, [text, label], [text])
+                d = _read_split(spec, split, [text, label], [text], required=(label,))
                 splits[split] = Dataset.from_dict({"text": [str(t) for t in d[text]], "label": d[label]})
             ds = DatasetDict(splits)
             if max_test_rows is not None and len(ds[spec.split]) > max_test_rows:
@@ -87,9 +111,10 @@ def build_local_task(spec: LocalTaskSpec, max_test_rows: int | None = None) -> A
                 ds = self.stratified_subsampling(ds, seed=SEED, splits=[spec.split], n_samples=max_test_rows)
             self.dataset = ds
         elif spec.kind == "sts":
-            d = _read_split(spec, spec.split, [a, b, "score"], [a, b])
+            d = _read_split(spec, spec.split, [a, b, "score"], [a, b], required=("score",))
+            scores = _scores(spec, d["score"], split_file(spec.path, spec.split) or spec.path)
             ds = Dataset.from_dict({"sentence1": [str(t) for t in d[a]], "sentence2": [str(t) for t in d[b]],
-                                    "score": [float(s) for s in d["score"]]})
+                                    "score": scores})
             keep = _sample(len(ds), max_test_rows)
             self.dataset = DatasetDict({spec.split: ds.select(keep) if keep else ds})
         else:

@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 
 from distil_jobs.artifacts import Location, open_location
-from distil_jobs.artifacts.chunks import ChunkedOutput, collect
+from distil_jobs.artifacts.chunks import ChunkedOutput, chunk_files, collect
 from distil_jobs.artifacts.manifest import input_ref, new_manifest
 from distil_jobs.artifacts.run import claim_output, completed, finish, read_claim
-from distil_jobs.config import config_dict, fingerprint_of, setting
+from distil_jobs.config import config_dict, content_of, fingerprint_of, setting
 from distil_jobs.data import empty_rows, license_of, read_table, text_column
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, JobFault
 from distil_jobs.jobs import TEACHER_EMBEDDINGS
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.models.encoder import OUTPUT_TYPES, POOLINGS
@@ -42,7 +42,7 @@ log = get_logger(NAME)
 @dataclasses.dataclass(kw_only=True, slots=True)
 class Config:
     input: str | None = setting(None, "Dataset URI: jsonl/csv/tsv/parquet file or folder, save_to_disk folder, "
-                                      "s3://... or hf://datasets/org/name.", fingerprint=True)
+                                      "s3://... or hf://datasets/org/name.", data=True)
     output: str | None = setting(None, "Artifact URI to write: a folder, s3://bucket/prefix or hf://datasets/org/name.")
     teacher: str = setting("minilm", "Teacher model: alias (minilm, mpnet), folder, hf://org/model or hub id.",
                            fingerprint=True)
@@ -71,6 +71,8 @@ class Config:
     chunk_rows: int = setting(10_000, "Rows per Parquet file; the unit of resume.", min=1)
     push_every: int | None = setting(None, "Publish finished chunks every N rows (one commit on hf://) "
                                            "[default: every chunk].", min=1)
+    cast_text: bool = setting(False, "Embed the string form of a non-text column (numbers, lists) instead of "
+                                     "refusing it.", fingerprint=True)
     skip_empty: bool = setting(False, "Skip empty/None texts (counted in the manifest) instead of failing.",
                                fingerprint=True)
     finalize: bool = setting(False, "Only check that every shard is done and write the manifest; "
@@ -108,9 +110,11 @@ def load_input(cfg: Config) -> InputRows:
     table = read_table(cfg.input)
     if cfg.max_rows is not None:
         table = table.slice(0, cfg.max_rows)
-    texts = text_column(table, cfg.text_column, cfg.input)
+    texts = text_column(table, cfg.text_column, cfg.input, cast=cfg.cast_text)
+    table = _as_strings(table, cfg.text_column, texts)
     if cfg.pair_column:
-        text_column(table, cfg.pair_column, cfg.input, "--pair-column")
+        flag = "--pair-column"
+        table = _as_strings(table, cfg.pair_column, text_column(table, cfg.pair_column, cfg.input, flag, cfg.cast_text))
     total = table.num_rows
     table = table.append_column("row_idx", pa.array(np.arange(total, dtype=np.int64)))
     empty = empty_rows(texts)
@@ -127,6 +131,11 @@ def load_input(cfg: Config) -> InputRows:
     return InputRows(table, [str(t) for t in texts], total, len(empty))
 
 
+def _as_strings(table: pa.Table, column: str, texts: list[str | None]) -> pa.Table:
+    """The artifact stores the texts as strings, whatever type the input gave them."""
+    return table.set_column(table.schema.get_field_index(column), column, pa.array(texts, pa.string()))
+
+
 def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
     flat = pa.array(values.astype(np.float16 if dtype == "float16" else np.float32).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
@@ -138,8 +147,9 @@ def run(cfg: Config) -> None:
     if cfg.finalize:
         finalize(out, cfg, required=True)
         return
-    if completed(out, KIND, fingerprint_of(cfg)):
-        log.info("%s is already complete (manifest present): nothing to do", out.uri)
+    settings = fingerprint_of(cfg) | content_of(cfg)  # what the rows depend on, the input's content included
+    if completed(out, KIND, settings):
+        log.info("%s is already complete (manifest present, same settings and input): nothing to do", out.uri)
         return
     shard = resolve_shard(cfg.shard_index, cfg.num_shards)
     cfg.num_shards, cfg.shard_index = shard.count, shard.index
@@ -155,7 +165,9 @@ def run(cfg: Config) -> None:
     if cfg.output_type == "hidden_states":
         encoder.check_layers(cfg.layers)
     # The first write: everything above can still fail cleanly.
-    claim_output(out, NAME, fingerprint_of(cfg) | layout(cfg), info={"total_rows": rows.total})
+    claim_output(out, NAME, settings | layout(cfg), info={"total_rows": rows.total, "rows": rows.table.num_rows},
+                 concurrent=shard.count > 1,
+                 produced=lambda: bool(chunk_files(out) or out.listdir("_shards") != ["run.json"]))
 
     t0, embedded = time.perf_counter(), 0
     with ChunkedOutput(out, KIND, shard, rows.table.num_rows, cfg.chunk_rows, cfg.push_every) as chunks:
@@ -193,18 +205,19 @@ def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] |
     if summary is None:
         return
     total = int(claim["total_rows"])
-    skipped = total - summary.rows
-    if skipped < 0 or (skipped and not fp.get("skip_empty")):
-        raise DistilError(f"{out.uri} holds {summary.rows} rows but the input has {total}: the output is inconsistent; "
-                          "delete it and rerun")
+    expected = int(claim.get("rows", total))  # the rows left after --skip-empty
+    if summary.rows != expected:
+        raise JobFault(f"{out.uri} holds {summary.rows} rows but the run was to write {expected}: the output is "
+                       "inconsistent; delete it and rerun")
     schema = summary.schema
     emb_cols = [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
     content = {k: v for k, v in fp.items() if k not in layout(cfg)}
+    settings = {k: v for k, v in fp.items() if not k.startswith("content:")}
     manifest = new_manifest(
-        KIND, NAME, config_dict(cfg) | fp | {"shard_index": None, "finalize": False},
-        [input_ref(fp["input"], "input"), {"role": "teacher", "uri": fp["teacher"]}],
+        KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
+        [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]}],
         summary.rows, license=license_of(fp["input"] or ""), fingerprint=content,
-        input_rows=total, skipped_empty=skipped, shards=count, columns=schema.names,
+        input_rows=total, skipped_empty=total - summary.rows, shards=count, columns=schema.names,
         embedding_columns={c: schema.field(c).type.list_size for c in emb_cols},
         text_column=fp["text_column"], pair_column=fp["pair_column"], output_type=fp["output_type"],
         dtype=fp["dtype"], **(extra or {}),

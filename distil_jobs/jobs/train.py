@@ -46,14 +46,16 @@ class TrainOptions:
                           fingerprint=True)
     # data
     targets: str | None = setting(None, "An artifact with the teacher's outputs, e.g. from precompute-embeddings.",
-                                  fingerprint=True)
+                                  data=True)
     input: str | None = setting(None, "Raw text dataset URI; --teacher computes the targets on the fly.",
-                                fingerprint=True)
+                                data=True)
     text_column: str | None = setting(None, "Text column (default: the targets artifact's, else 'text').",
                                       fingerprint=True)
     max_rows: int | None = setting(None, "Use only the first N training rows.", fingerprint=True, min=1)
+    cast_text: bool = setting(False, "Train on the string form of a non-text column (numbers, lists) instead of "
+                                     "refusing it.", fingerprint=True)
     dev_input: str | None = setting(None, "Dev set URI (a targets artifact, or raw text for the teacher).",
-                                    fingerprint=True)
+                                    data=True)
     dev_fraction: float = setting(0.02, "Without --dev-input, hold out this fraction of rows (fixed by --seed).",
                                   fingerprint=True, min=0)
     # models
@@ -78,6 +80,9 @@ class TrainOptions:
     seed: int = setting(42, "Seed for shuffling, the dev split and initialisation.", fingerprint=True, min=0)
     precision: str = setting("auto", "auto: bf16 on GPUs that support it, else fp32.",
                              choices=("auto", "fp32", "bf16"), fingerprint=True)
+    skip_nonfinite: int = setting(0, "Drop up to N optimizer steps whose loss or gradient norm is NaN/inf (counted in "
+                                     "the manifest); one more stops the run without publishing. 0: the first stops it.",
+                                  min=0)
     gradient_checkpointing: bool = setting(False, "Recompute activations in backward to save memory.")
     compile: bool = setting(False, "torch.compile the student (DDP path).")
     device: str = setting("auto", "auto, cpu or cuda (each rank takes cuda:LOCAL_RANK).")
@@ -96,7 +101,8 @@ class TrainOptions:
                                                "Several nodes need one that all of them see.")
     log_steps: int = setting(10, "Log a metrics line every N steps.", min=1)
     requeue: bool = setting(True, "On preemption under Slurm, `scontrol requeue` the job when it allows requeue.")
-    wandb: bool = setting(False, "Log to wandb (also on when WANDB_API_KEY is set; offline without a key).")
+    wandb: bool = setting(False, "Log to wandb; only this turns it on (WANDB_API_KEY alone does not). Mode: "
+                                 "WANDB_MODE if set, else online with WANDB_API_KEY, else offline.")
     wandb_project: str = setting("distil-jobs", "wandb project.")
     wandb_run_name: str | None = setting(None, "wandb run name.")
     push_to: str | None = setting(None, "Also upload the student to hf://org/name (token from HF_TOKEN).")
@@ -141,6 +147,9 @@ def validate(cfg: TrainOptions) -> None:
         raise DistilError(f"--dev-fraction {cfg.dev_fraction}: use a value in [0, 1)")
     if cfg.offload_optimizer != "none" and cfg.deepspeed_stage not in (1, 2, 3) and not cfg.deepspeed_config:
         raise DistilError("--offload-optimizer needs --deepspeed-stage 1, 2 or 3")
+    if cfg.skip_nonfinite and (cfg.deepspeed_stage is not None or cfg.deepspeed_config):
+        raise DistilError("--skip-nonfinite needs the plain DDP path: DeepSpeed applies a step before its norm is "
+                          "known (its fp16 loss scaler skips overflow steps itself); drop one of them")
     if cfg.push_to and not cfg.push_to.startswith("hf://"):
         raise DistilError(f"--push-to {cfg.push_to}: expected hf://org/name")
     method = METHODS[cfg.method]

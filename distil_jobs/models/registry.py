@@ -128,6 +128,10 @@ def _model_folder(folder: str, ref: str) -> str:
     path = Path(folder)
     if (path / "final" / "config.json").exists() and not (path / "config.json").exists():
         path = path / "final"
+    if path.name == "final" and (path.parent / "manifest.json").exists():
+        from distil_jobs.artifacts.verify import require_intact
+
+        require_intact(str(path.parent), "final/")  # a train-student output: load only what its manifest promises
     if not (path / "config.json").exists():
         raise DistilError(f"{ref} is not a model folder (no config.json): pass a model folder, alias or hub id")
     return str(path.resolve())

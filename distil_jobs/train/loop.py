@@ -31,6 +31,7 @@ from distil_jobs.log import log_metrics
 from distil_jobs.train import checkpoints
 from distil_jobs.train.guard import BestTracker
 from distil_jobs.train.methods.base import Method, MethodSetup
+from distil_jobs.train.nonfinite import NonFiniteGuard
 from distil_jobs.train.optim import deepspeed_config, param_groups, schedules, uses_deepspeed
 from distil_jobs.train.preemption import PreemptionFlag, requeue_under_slurm
 from distil_jobs.train.tracking import Tracker
@@ -44,6 +45,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def steps_per_epoch(train_rows: int, world: int, cfg: Any) -> int:
+    """Optimizer steps per epoch; fewer than one is the user's to fix."""
+    steps = (train_rows // world) // cfg.batch_size // cfg.grad_accum
+    if steps < 1:
+        raise DistilError(f"{train_rows} training rows are too few for --batch-size {cfg.batch_size} × "
+                          f"--grad-accum {cfg.grad_accum} × {world} process(es): lower them or add data")
+    return steps
+
+
 class Trainer:
     def __init__(self, cfg: Any, rdzv: Rendezvous, method: Method, setup: MethodSetup, ckpt_root: str,
                  tracker: Tracker, device: torch.device, bf16: bool, best: BestTracker | None = None) -> None:
@@ -54,16 +64,14 @@ class Trainer:
         self.world = rdzv.world_size
         self.is_main = self.rank == 0
         self.micro_per_epoch = (self.train_rows // self.world) // cfg.batch_size
-        self.steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
-        if self.steps_per_epoch < 1:
-            raise DistilError(f"{self.train_rows} training rows are too few for --batch-size {cfg.batch_size} × "
-                              f"--grad-accum {cfg.grad_accum} × {self.world} process(es): lower them or add data")
+        self.steps_per_epoch = steps_per_epoch(self.train_rows, self.world, cfg)
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.use_deepspeed = uses_deepspeed(cfg)
         self.step = 0
         self.bar: Any = None
         self.best = best  # --keep-best: the evaluation step to publish instead of the last
+        self.nonfinite = NonFiniteGuard(cfg.skip_nonfinite)
         self._build()
 
     # ------------------------------------------------------------ setup
@@ -122,6 +130,7 @@ class Trainer:
         if self.is_main:
             final = checkpoints.publish(root, self.step, {"step": self.step, "world_size": self.world,
                                                           "deepspeed": self.use_deepspeed,
+                                                          "nonfinite_steps": self.nonfinite.count,
                                                           "epoch": self.step // self.steps_per_epoch},
                                         keep or self.cfg.keep_checkpoints)
             log.info("checkpoint saved: %s", final)
@@ -147,6 +156,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
         checkpoints.load_rng(folder, self.rank)
+        self.nonfinite.count = int(info.get("nonfinite_steps", 0))
         log.info("resumed from %s at step %d/%d", folder, self.step, self.total_steps)
         return True
 
@@ -198,17 +208,25 @@ class Trainer:
             (loss / cfg.grad_accum).backward()
         return float(loss.detach())
 
-    def _optimizer_step(self) -> float:
-        """Clip, step, schedule; returns the gradient norm before clipping."""
-        if self.use_deepspeed:
+    def _optimizer_step(self, loss: float) -> float:
+        """Clip, step, schedule; returns the gradient norm before clipping. A non-finite loss or norm
+        drops the step's gradients instead (`NonFiniteGuard`), or stops the run."""
+        if self.use_deepspeed:  # the engine has stepped already: a bad step can only stop the run
             norm = self.engine.get_global_grad_norm()
-            return float(norm) if norm is not None else float("nan")
-        norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.max_grad_norm) \
-            if self.cfg.max_grad_norm > 0 else torch.tensor(float("nan"))
-        self.optimizer.step()
-        self.scheduler.step()
+            norm = float(norm) if norm is not None else 0.0
+            self.nonfinite.skip(self.step + 1, loss, norm, can_skip=False)
+            return norm
+        params = [p for p in self.student.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm) if self.cfg.max_grad_norm > 0
+                     else torch.nn.utils.get_total_norm([p.grad for p in params]))
+        if not self.nonfinite.skip(self.step + 1, loss, norm):
+            self.optimizer.step()
+        else:
+            log.warning("step %d: non-finite loss %s or gradient norm %s: step skipped (%d of --skip-nonfinite %d)",
+                        self.step + 1, loss, norm, self.nonfinite.count, self.nonfinite.limit)
+        self.scheduler.step()  # the schedule follows the step count, skipped steps included (resume relies on it)
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return norm
 
     def current_lr(self) -> float:
         if self.use_deepspeed:
@@ -220,9 +238,9 @@ class Trainer:
         t0 = time.perf_counter()
         losses = [self._micro_step(rows, j == len(micro) - 1) for j, rows in enumerate(micro)]
         lr = self.current_lr()
-        grad_norm = self._optimizer_step()
+        mean_loss, stop = self.agree(sum(losses) / len(losses), signum)  # one decision for every rank
+        grad_norm = self._optimizer_step(mean_loss)
         self.step += 1
-        mean_loss, stop = self.agree(sum(losses) / len(losses), signum)
         secs = time.perf_counter() - t0
         samples = sum(len(rows) for rows in micro) * self.world
         return {"loss": mean_loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": samples / max(secs, 1e-9),
@@ -320,4 +338,6 @@ class Trainer:
             self.bar.close()
             return self._published_metrics(self.evaluate())
         finally:
+            if self.bar is not None:
+                self.bar.close()  # before any error line: the bar must not redraw after it
             flag.restore()

@@ -3,6 +3,7 @@ training curve beside it, the manifest last (the run contract's `finish`), and a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -13,6 +14,7 @@ import torch
 from distil_jobs.artifacts import Location, open_location
 from distil_jobs.artifacts.run import finish
 from distil_jobs.errors import DistilError
+from distil_jobs.train.nonfinite import require_finite_weights
 
 log = logging.getLogger("distil_jobs.train.publish")
 
@@ -21,14 +23,15 @@ def save_student(method: Any, student: torch.nn.Module, zero3: bool, is_main: bo
     """The method writes its student on rank 0 into a staging folder; under ZeRO-3 every rank must
     join the gather of the weights first. Returns the folder ("" on other ranks)."""
     folder = tempfile.mkdtemp(prefix="distil-student-") if is_main else ""
+    gathered: Any = contextlib.nullcontext()
     if zero3:
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
-            if is_main:
-                method.save(folder)
-    elif is_main:
-        method.save(folder)
+        gathered = deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None)
+    with gathered:
+        if is_main:
+            require_finite_weights(student)  # whatever happened in training, a NaN student is never saved
+            method.save(folder)
     return folder
 
 

@@ -20,7 +20,7 @@ from distil_jobs.artifacts import Location, open_location
 from distil_jobs.artifacts.location import ensure_writable_dir
 from distil_jobs.artifacts.manifest import new_manifest
 from distil_jobs.artifacts.run import claim_output, completed
-from distil_jobs.config import config_dict, fingerprint_of, group_options
+from distil_jobs.config import config_dict, content_of, fingerprint_of, group_options
 from distil_jobs.distributed import (
     Rendezvous,
     backend_for,
@@ -126,18 +126,21 @@ def _tracker(cfg: Any, folder: str, out: Location, is_main: bool, ckpt_root: str
 
     newest = checkpoints.latest(ckpt_root)
     resume_step = checkpoints.read_info(newest)["step"] if newest else 0
-    use_wandb = bool(cfg.wandb or os.environ.get("WANDB_API_KEY"))
+    # Only --wandb turns wandb on: a WANDB_API_KEY in the environment (a shared cluster profile) alone
+    # must not send a run anywhere. The key only picks the mode (tracking.wandb_mode).
+    use_wandb = bool(cfg.wandb)
     return Tracker(folder, is_main, use_wandb, cfg.wandb_project, cfg.wandb_run_name, config_dict(cfg), out.uri,
                    resume_step, headline=headline)
 
 
 def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
+    from distil_jobs.train import checkpoints
     from distil_jobs.train.guard import BestTracker, metric_named
-    from distil_jobs.train.loop import Trainer
+    from distil_jobs.train.loop import Trainer, steps_per_epoch
 
     is_main = (rdzv.rank or 0) == 0
     out = open_location(cfg.output)
-    fingerprint = fingerprint_of(cfg)
+    fingerprint = fingerprint_of(cfg) | content_of(cfg)  # the inputs' content included, not only their names
     if completed(out, STUDENT_MODEL, fingerprint):
         log.info("%s is already complete (manifest present): nothing to do", out.uri)
         return
@@ -152,18 +155,19 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
         raise DistilError("per-group learning rates (" + ", ".join(g.name for g in setup.lr_groups) + ") are not "
                           "supported with DeepSpeed: drop them, or train without --deepspeed-stage")
     best = BestTracker(metric_named(method, cfg.keep_best), ckpt_root) if cfg.keep_best else None
+    steps_per_epoch(setup.train_rows, rdzv.world_size, cfg)  # too few rows: said before anything is claimed
     if is_main:
-        claim_output(out, JOB, fingerprint)
+        claim_output(out, JOB, fingerprint, produced=lambda: bool(checkpoints.complete_steps(ckpt_root)))
     _barrier(rdzv)
 
     tracker = _tracker(cfg, folder, out, is_main, ckpt_root, method.headline.name)
     trainer = Trainer(cfg, rdzv, method, setup, ckpt_root, tracker, device, bf16, best)
     final_metrics = trainer.run()
-    _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics)
+    _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, fingerprint)
 
 
 def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
-             tracker: Any, final_metrics: dict[str, float]) -> None:
+             tracker: Any, final_metrics: dict[str, float], fingerprint: dict[str, Any]) -> None:
     """The student (gathered on every rank under ZeRO-3), the curve and metrics, then the manifest."""
     from distil_jobs.train.publish import save_student
 
@@ -173,17 +177,19 @@ def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any
     if not is_main:
         return
     try:
-        _write_run(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, stage)
+        _write_run(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, stage, fingerprint)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
-               tracker: Any, final_metrics: dict[str, float], stage: str) -> None:
+               tracker: Any, final_metrics: dict[str, float], stage: str, fingerprint: dict[str, Any]) -> None:
     """Rank 0: the regression check, the curve, the manifest, the optional push."""
     from distil_jobs.train import guard
+    from distil_jobs.train.nonfinite import require_finite_metrics
     from distil_jobs.train.publish import publish_run, push_to_hub
 
+    require_finite_metrics(final_metrics)
     untrained = tracker.untrained_metrics()
     watched = guard.watched_metrics(method)
     worse = guard.check(watched, untrained, final_metrics, cfg.fail_on_regression)
@@ -192,9 +198,10 @@ def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: A
     headline = method.headline
     manifest = new_manifest(
         STUDENT_MODEL, JOB, config_dict(cfg), setup.inputs, setup.train_rows, license=setup.license,
-        fingerprint=fingerprint_of(cfg), method=cfg.method, **setup.manifest, steps=trainer.total_steps,
+        fingerprint=fingerprint, method=cfg.method, **setup.manifest, steps=trainer.total_steps,
         world_size=rdzv.world_size, deepspeed=trainer.use_deepspeed, final_metrics=final_metrics,
-        untrained_metrics=untrained, dev_rows=setup.dev_rows, watched=[m.name for m in watched], regressions=worse,
+        untrained_metrics=untrained, dev_rows=setup.dev_rows, nonfinite_steps=trainer.nonfinite.count,
+        watched=[m.name for m in watched], regressions=worse,
         published_step=trainer.best.step if trainer.best and trainer.best.step is not None else trainer.step,
         headline={"metric": headline.name, "higher_is_better": headline.higher_is_better,
                   "untrained": untrained.get(headline.name), "final": final_metrics.get(headline.name)})

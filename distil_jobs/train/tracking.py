@@ -1,5 +1,5 @@
-"""Run tracking: `metrics.jsonl` (always), wandb (when a key is set or --wandb is given; offline
-without a key) and a PNG of the training curve. Only rank 0 tracks.
+"""Run tracking: `metrics.jsonl` (always), wandb (only with --wandb; see `wandb_mode`) and a PNG of
+the training curve. Only rank 0 tracks.
 
 The tracker knows no metric by name: dev metrics are whatever the method's `evaluate` returns
 (keys starting with `dev_`), and the method's headline metric is the one the curve shows."""
@@ -13,6 +13,13 @@ import os
 from typing import Any
 
 log = logging.getLogger("distil_jobs.train.tracking")
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE when set (the user's word wins: offline on a cluster without network, even with a
+    key), else online with WANDB_API_KEY, else offline (files under the run, `wandb sync` later):
+    wandb never prompts for a login in a batch job."""
+    return os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
 class Tracker:
@@ -29,20 +36,35 @@ class Tracker:
         if use_wandb:
             import wandb
 
-            # Without a key wandb runs offline (files under `folder`, `wandb sync` later); never prompts.
-            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            mode = wandb_mode()
             run_id = hashlib.sha256(run_key.encode()).hexdigest()[:16]  # a resumed job continues its run
             self.wandb = wandb.init(project=project, name=run_name, config=config, dir=folder, mode=mode,
                                     id=run_id, resume="allow")
             log.info("wandb %s run %s (project %s)", mode, run_id, project)
 
     def _truncate_after(self, step: int) -> None:
-        """A resumed run repeats the steps after its checkpoint: drop their old lines."""
+        """A resumed run repeats the steps after its checkpoint: drop their old lines.
+
+        A run killed while writing leaves a torn last line (`{"step": 3, "lo`); the checkpoints are
+        good, so that line is dropped with a warning instead of blocking the resume."""
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-        with open(self.path, "w") as f:
+        kept: list[str] = []
+        torn: list[int] = []
+        # errors="replace": a line torn inside a multi-byte character must not fail the read itself.
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                row = _parse(line)
+                if row is None:
+                    torn.append(number)
+                elif row.get("step", 0) <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if torn:
+            log.warning("%s: dropped %d unparseable line(s) (first: line %d), left by a run killed while writing",
+                        self.path, len(torn), torn[0])
+        with open(self.path, "w", encoding="utf-8") as f:
             f.writelines(kept)
 
     def log(self, step: int, values: dict[str, Any]) -> None:
@@ -56,8 +78,8 @@ class Tracker:
     def rows(self) -> list[dict[str, Any]]:
         if not os.path.exists(self.path):
             return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            return [row for line in f if line.strip() and (row := _parse(line)) is not None]
 
     def dev_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows() if any(k.startswith("dev_") for k in r)]
@@ -105,3 +127,12 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.summary.update(summary)
             self.wandb.finish()
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """One metrics line, or None when it is not a JSON object (torn by a kill mid-write)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None

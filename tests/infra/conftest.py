@@ -33,6 +33,18 @@ class S3Server:
     def uri(self, prefix: str) -> str:
         return f"s3://{self.bucket}/{prefix}"
 
+    def stop(self) -> None:
+        """Stop the server as an outage would (SIGTERM, then SIGKILL); its data directory stays."""
+        subprocess.run([str(REPO / "scripts" / "s3-down.sh"), str(self.dir)], check=True, capture_output=True,
+                       timeout=60)
+
+    def start(self) -> None:
+        """(Re)start it on the same port with the same keys and data: objects written before survive."""
+        env = {**os.environ, "DISTIL_S3_PORT": self.endpoint.rsplit(":", 1)[1], "DISTIL_S3_BUCKET": self.bucket,
+               "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        subprocess.run([str(REPO / "scripts" / "s3-up.sh"), str(self.dir)], env=env, check=True, capture_output=True,
+                       timeout=120)
+
 
 def _free_port() -> int:
     # s3-up.sh also uses PORT+1000/+1100/+1200 and their +10000 gRPC twins; pick a port whose
@@ -64,10 +76,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = _free_port()
     server = S3Server(f"http://127.0.0.1:{port}", "test" + secrets.token_hex(4), secrets.token_hex(20),
                       "distil", base)
-    env = {**os.environ, "DISTIL_S3_PORT": str(port), "DISTIL_S3_BUCKET": server.bucket,
-           "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key}
-    subprocess.run([str(REPO / "scripts" / "s3-up.sh"), str(base)], env=env, check=True, capture_output=True,
-                   timeout=120)
+    server.start()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ENDPOINT_URL", server.endpoint)
         mp.setenv("AWS_ACCESS_KEY_ID", server.access_key)

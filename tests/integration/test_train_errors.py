@@ -30,6 +30,14 @@ def wide_targets(targets: Path, dest: Path) -> Path:
         col = pa.FixedSizeListArray.from_arrays(pa.array(wide.reshape(-1)), wide.shape[1])
         pq.write_table(table.set_column(table.schema.get_field_index("teacher_embedding_final"),
                                         "teacher_embedding_final", col), part)
+    # The manifest must promise what the files now hold, or readers (rightly) refuse them.
+    from distil_jobs.artifacts import open_location
+    from distil_jobs.artifacts.manifest import file_entries
+
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["files"] = file_entries(open_location(str(dest)), [f["path"] for f in manifest["files"]])
+    manifest["extra"]["embedding_columns"]["teacher_embedding_final"] = 768
+    (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
 
@@ -95,5 +103,8 @@ def test_a_resume_with_other_settings_is_refused(cli, targets, tmp_path):
     (out).mkdir()
     (out / "_shards").mkdir()
     (out / "_shards" / "run.json").write_text(json.dumps({"job": "train-student", "fingerprint": {"lr": 1.0}}))
+    # ...which left work behind (a checkpoint): mixing it with other settings is refused.
+    (out / "checkpoints" / "step-1").mkdir(parents=True)
+    (out / "checkpoints" / "step-1" / "complete.json").write_text(json.dumps({"step": 1}))
     done = cli("train-student", "--targets", str(targets), *STUDENT, "--max-steps", "1", "--output", str(out))
     assert done.returncode == 2 and "holds a run with different settings" in done.stderr

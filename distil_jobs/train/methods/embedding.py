@@ -82,10 +82,10 @@ class EmbeddingOptions:
                                    "(and --vocab-corpus), and add to the student the new ones that keep diacritics "
                                    "(0: off). English text tokenizes as before.", fingerprint=True, min=0)
     vocab_corpus: str | None = setting(None, "More text of the new language for --extend-vocab (column 'text'), "
-                                             "e.g. $DISTIL_DATA_DIR/corpus/sentences_yo.tsv.", fingerprint=True)
+                                             "e.g. $DISTIL_DATA_DIR/corpus/sentences_yo.tsv.", data=True)
     watch_sts: str | None = setting(None, "STS pairs (sentence1, sentence2, score) the student must not get worse on, "
                                           "e.g. $DISTIL_DATA_DIR/stsb/dev.jsonl: their Spearman is the dev metric "
-                                          "dev_sts_spearman, watched against the untrained student.", fingerprint=True)
+                                          "dev_sts_spearman, watched against the untrained student.", data=True)
     watch_rows: int = setting(500, "Rows of --watch-sts to use (the first N).", fingerprint=True, min=10)
 
 
@@ -114,7 +114,8 @@ class EmbeddingMethod:
     def setup(self) -> MethodSetup:
         cfg, opts = self.ctx.cfg, self.opts
         data = load_data(DataSpec(cfg.targets, cfg.input, opts.target_type, cfg.text_column, opts.pair_column,
-                                  opts.monolingual, cfg.max_rows, cfg.dev_input, cfg.dev_fraction, cfg.seed))
+                                  opts.monolingual, cfg.max_rows, cfg.dev_input, cfg.dev_fraction, cfg.seed,
+                                  cfg.cast_text))
         self.train, self.dev = data.train, data.dev
         if self.train.pairs is None and (opts.contrastive_weight or opts.augment_undiacritized):
             raise DistilError("--contrastive-weight and --augment-undiacritized need parallel data: give --pair-column")

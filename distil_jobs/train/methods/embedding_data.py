@@ -50,6 +50,7 @@ class DataSpec:
     dev_input: str | None
     dev_fraction: float
     seed: int
+    cast_text: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -74,11 +75,18 @@ def embeddings(table: pa.Table, column: str, uri: str, target_type: str) -> np.n
     if col.null_count:
         raise DistilError(f"{uri}: {col.null_count} row(s) have no '{column}': rerun precompute-embeddings")
     dim = col.type.list_size
-    return np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), dim)
+    values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(col), dim)
+    bad = ~np.isfinite(values).all(axis=1)  # one NaN target turns the whole student into NaN
+    if bad.any():
+        first = int(np.argmax(bad))
+        where = f"row_idx {table.column('row_idx')[first]}" if "row_idx" in table.column_names else f"row {first}"
+        raise DistilError(f"{uri}: {int(bad.sum())} target(s) in '{column}' hold NaN or inf (first at {where}): "
+                          "rerun precompute-embeddings, or drop those rows")
+    return values
 
 
-def _texts(table: pa.Table, column: str, uri: str, flag: str) -> list[str]:
-    values = text_column(table, column, uri, flag)
+def _texts(table: pa.Table, column: str, uri: str, flag: str, cast: bool = False) -> list[str]:
+    values = text_column(table, column, uri, flag, cast)
     empty = empty_rows(values)
     if empty:
         raise DistilError(f"{len(empty)} empty text(s) in column '{column}' of {uri} (first at row {empty[0]}): "
@@ -110,8 +118,8 @@ def _read(uri: str, spec: DataSpec, role: str) -> tuple[DistilData, dict[str, An
         table = table.slice(0, spec.max_rows)
     if table.num_rows == 0:
         raise DistilError(f"{uri} has no rows")
-    texts = _texts(table, info["text_column"], uri, "--text-column")
-    pairs = _texts(table, info["pair_column"], uri, "--pair-column") if info["pair_column"] else None
+    texts = _texts(table, info["text_column"], uri, "--text-column", spec.cast_text)
+    pairs = _texts(table, info["pair_column"], uri, "--pair-column", spec.cast_text) if info["pair_column"] else None
     targets = embeddings(table, column_name(spec.target_type), uri, spec.target_type) if manifest else None
     return DistilData(texts, pairs, targets), info
 
