@@ -8,7 +8,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG EXTRAS=train,slurm,s3,eval,models
+ARG EXTRAS=train,slurm,s3,eval,models,senses
 # Set to 1 to install only from images/wheels (no network).
 ARG PIP_NO_INDEX=0
 ENV PIP_NO_CACHE_DIR=1 \

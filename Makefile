@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.13.0"
-	$(BIN)/pip install -q -e ".[models,train,slurm,s3,eval,dev]"
+	$(BIN)/pip install -q -e ".[models,train,slurm,s3,eval,senses,dev]"
 	touch $@
 
 demo: setup

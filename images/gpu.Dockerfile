@@ -9,7 +9,7 @@ FROM ${CUDA_DEVEL_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG FLASH_ATTN_VERSION=2.8.3
-ARG EXTRAS=gpu,train,slurm,s3,eval,models
+ARG EXTRAS=gpu,train,slurm,s3,eval,models,senses
 # flash-attn's build runs this many compiler jobs; each needs several GB of RAM.
 ARG MAX_JOBS=8
 ENV PIP_NO_CACHE_DIR=1 \

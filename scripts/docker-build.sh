@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=${1:-distil-jobs:cpu}
 BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}
-EXTRAS=${EXTRAS:-train,slurm,s3,eval,models}
+EXTRAS=${EXTRAS:-train,slurm,s3,eval,models,senses}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 PYTHON=${PYTHON:-python3}
 mkdir -p images/wheels

@@ -80,10 +80,12 @@ class ChunkedOutput:
                 todo.append((start, end))
         return todo
 
-    def write(self, start: int, end: int, table: pa.Table) -> None:
+    def write(self, start: int, end: int, table: pa.Table, **parquet_options: Any) -> None:
+        """Stage the chunk [start, end); `parquet_options` go to `pq.write_table` (row group size,
+        page checksums: a job whose chunks are read back in parts chooses them)."""
         rel = chunk_name(start, end)
         local = os.path.join(self._staging, rel.replace("/", "__"))
-        pq.write_table(table, local)
+        pq.write_table(table, local, **parquet_options)
         self._pending.append((local, rel, table.num_rows))
         if sum(rows for *_, rows in self._pending) >= self.push_every:
             self.flush()

@@ -18,6 +18,8 @@ from types import ModuleType
 TEACHER_EMBEDDINGS = "teacher-embeddings"
 STUDENT_MODEL = "student-model"
 MTEB_REPORT = "mteb-report"
+SENSE_SAMPLES = "sense-samples"  # gather-senses: per-token samples of teacher vectors
+SENSE_DICT = "sense-dict"  # cluster: per-token sense vectors (centroids, offsets, counts)
 DATASET = "dataset"  # plain data files (jsonl, csv, parquet, save_to_disk), no manifest needed
 MODEL = "model"  # a model folder, alias or hub id
 
@@ -42,6 +44,9 @@ JOBS: dict[str, JobSpec] = {spec.name: spec for spec in (
              "teacher": (MODEL, STUDENT_MODEL), "student": (MODEL, STUDENT_MODEL)}, sharded=False),
     JobSpec("evaluate-mteb", "distil_jobs.jobs.evaluate", MTEB_REPORT,
             {"models": (MODEL, STUDENT_MODEL)}, sharded=True),
+    JobSpec("gather-senses", "distil_jobs.jobs.gather", SENSE_SAMPLES,
+            {"input": (DATASET,), "teacher": (MODEL, STUDENT_MODEL)}, sharded=True),
+    JobSpec("cluster", "distil_jobs.jobs.cluster", SENSE_DICT, {"samples": (SENSE_SAMPLES,)}, sharded=True),
 )}
 
 

@@ -22,17 +22,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from distil_jobs.artifacts import Location, open_location
+from distil_jobs.artifacts import Location
 from distil_jobs.artifacts.chunks import ChunkedOutput, chunk_files, collect
 from distil_jobs.artifacts.manifest import input_ref, new_manifest
-from distil_jobs.artifacts.run import claim_output, completed, finish, read_claim
-from distil_jobs.config import config_dict, content_of, fingerprint_of, setting
+from distil_jobs.artifacts.run import claim_output, finish
+from distil_jobs.config import config_dict, setting
 from distil_jobs.data import empty_rows, license_of, read_table, text_column
 from distil_jobs.errors import DistilError, JobFault
-from distil_jobs.jobs import TEACHER_EMBEDDINGS
+from distil_jobs.jobs import TEACHER_EMBEDDINGS, sharded
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.models.encoder import OUTPUT_TYPES, POOLINGS
-from distil_jobs.shards import resolve_shard
 
 NAME = "precompute-embeddings"
 KIND = TEACHER_EMBEDDINGS
@@ -142,18 +141,10 @@ def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
 
 
 def run(cfg: Config) -> None:
-    assert cfg.output
-    out = open_location(cfg.output)
-    if cfg.finalize:
-        finalize(out, cfg, required=True)
+    started = sharded.start(cfg, KIND, finalize)
+    if started is None:
         return
-    settings = fingerprint_of(cfg) | content_of(cfg)  # what the rows depend on, the input's content included
-    if completed(out, KIND, settings):
-        log.info("%s is already complete (manifest present, same settings and input): nothing to do", out.uri)
-        return
-    shard = resolve_shard(cfg.shard_index, cfg.num_shards)
-    cfg.num_shards, cfg.shard_index = shard.count, shard.index
-    out.ensure_writable()
+    out, settings, shard = started
 
     log.info("phase 1/3: read input %s (shard %d/%d from %s)", cfg.input, shard.index, shard.count, shard.source)
     rows = load_input(cfg)
@@ -193,12 +184,9 @@ def run(cfg: Config) -> None:
 
 def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] | None = None) -> None:
     """Write the manifest once every shard is done; with `required`, fail naming the missing shards."""
-    if completed(out, KIND):
-        log.info("%s already has a manifest", out.uri)
+    claim = sharded.finished_claim(out, KIND, NAME)
+    if claim is None:
         return
-    claim = read_claim(out)
-    if not claim:
-        raise DistilError(f"{out.uri} holds no precompute run: run precompute-embeddings with this --output first")
     fp = claim["fingerprint"]
     count = int(fp["num_shards"])
     summary = collect(out, count, required)

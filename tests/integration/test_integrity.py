@@ -233,15 +233,6 @@ def test_a_failed_start_does_not_block_its_corrected_rerun(cli, targets, tmp_pat
     assert (out / "manifest.json").exists()
 
 
-def test_a_claim_with_work_behind_it_still_refuses_other_settings(cli, data_path, tmp_path):
-    src = head_jsonl(data_path / "menyo20k" / "train.jsonl", tmp_path / "in.jsonl", 40)
-    out = tmp_path / "emb"
-    cli(*PRECOMPUTE, "--input", str(src), "--output", str(out), check=True)
-    (out / "manifest.json").unlink()
-    assert_refused(cli(*PRECOMPUTE, "--input", str(src), "--output", str(out), "--normalize"), 2,
-                   "different settings (normalize)", out=out)
-
-
 def test_another_job_s_artifact_is_never_passed_off_as_done(cli, targets, tmp_path):
     student = tmp_path / "s"
     train(cli, targets, student, check=True)
