@@ -50,7 +50,11 @@ class Config:
                                       fingerprint=True)
     max_rows: int | None = setting(None, "Use only the first N input rows.", fingerprint=True, min=1)
     output_type: str = setting("final", "What to store: the sentence embedding, the one before Dense/Normalize, "
-                                        "or per-layer hidden-state means.", choices=OUTPUT_TYPES, fingerprint=True)
+                                        "per-layer hidden-state means, or each token's sense label (sense_ids, "
+                                        "with --sense-dict).", choices=(*OUTPUT_TYPES, "sense_ids"),
+                               fingerprint=True)
+    sense_dict: str | None = setting(None, "A cluster job's sense dictionary, for --output-type sense_ids: the "
+                                           "teacher must be the one it was gathered with.", data=True)
     layers: list[int] = setting([], "Layers for --output-type hidden_states, e.g. 0,6,12 (0 = embedding layer).",
                                 fingerprint=True, min=0)
     pooling: str = setting("auto", "Pooling for plain transformers models (auto: the model's own, else mean; "
@@ -89,6 +93,9 @@ def validate(cfg: Config) -> None:
         raise DistilError("--output-type hidden_states needs --layers, e.g. --layers 0,6,12")
     if cfg.layers and cfg.output_type != "hidden_states":
         raise DistilError(f"--layers only applies to --output-type hidden_states (got {cfg.output_type})")
+    if (cfg.output_type == "sense_ids") != bool(cfg.sense_dict):
+        raise DistilError("--output-type sense_ids and --sense-dict go together: labels need a dictionary (from the "
+                          "cluster job), and a dictionary is only used for labels")
 
 
 def layout(cfg: Config) -> dict[str, Any]:
@@ -140,6 +147,28 @@ def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
+def load_encoder(cfg: Config) -> Any:
+    """The teacher (and, for sense labels, its dictionary), checked before anything is claimed."""
+    if cfg.output_type == "sense_ids":
+        from distil_jobs.senses.labels import SenseLabeler
+
+        assert cfg.sense_dict
+        return SenseLabeler(cfg.sense_dict, cfg.teacher, cfg.device, cfg.max_length, cfg.trust_remote_code)
+    from distil_jobs.models.encoder import TextEncoder
+
+    encoder = TextEncoder(cfg.teacher, cfg.device, cfg.pooling, cfg.max_length, cfg.trust_remote_code, cfg.compile)
+    if cfg.output_type == "hidden_states":
+        encoder.check_layers(cfg.layers)
+    return encoder
+
+
+def output_columns(encoder: Any, texts: list[str], cfg: Config) -> dict[str, pa.Array]:
+    if cfg.output_type == "sense_ids":
+        return encoder.columns(texts, cfg.batch_size)
+    emb = encoder.encode(texts, cfg.output_type, cfg.layers, cfg.batch_size, cfg.normalize)
+    return {name: embedding_column(values, cfg.dtype) for name, values in emb.items()}
+
+
 def run(cfg: Config) -> None:
     started = sharded.start(cfg, KIND, finalize)
     if started is None:
@@ -149,12 +178,8 @@ def run(cfg: Config) -> None:
     log.info("phase 1/3: read input %s (shard %d/%d from %s)", cfg.input, shard.index, shard.count, shard.source)
     rows = load_input(cfg)
 
-    from distil_jobs.models.encoder import TextEncoder
-
     log.info("phase 2/3: load teacher %s", cfg.teacher)
-    encoder = TextEncoder(cfg.teacher, cfg.device, cfg.pooling, cfg.max_length, cfg.trust_remote_code, cfg.compile)
-    if cfg.output_type == "hidden_states":
-        encoder.check_layers(cfg.layers)
+    encoder = load_encoder(cfg)
     # The first write: everything above can still fail cleanly.
     claim_output(out, NAME, settings | layout(cfg), info={"total_rows": rows.total, "rows": rows.table.num_rows},
                  concurrent=shard.count > 1,
@@ -166,10 +191,9 @@ def run(cfg: Config) -> None:
         log.info("phase 3/3: embed %d rows in %d chunk(s) → %s", sum(e - s for s, e in todo), len(todo), out.uri)
         for start, end in todo:
             tc = time.perf_counter()
-            emb = encoder.encode(rows.texts[start:end], cfg.output_type, cfg.layers, cfg.batch_size, cfg.normalize)
             part = rows.table.slice(start, end - start)
-            for name, values in emb.items():
-                part = part.append_column(name, embedding_column(values, cfg.dtype))
+            for name, column in output_columns(encoder, rows.texts[start:end], cfg).items():
+                part = part.append_column(name, column)
             chunks.write(start, end, part)
             embedded += end - start
             secs = time.perf_counter() - tc
@@ -203,7 +227,8 @@ def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] |
     settings = {k: v for k, v in fp.items() if not k.startswith("content:")}
     manifest = new_manifest(
         KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
-        [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]}],
+        [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]},
+         *([input_ref(fp["sense_dict"], "sense_dict")] if fp.get("sense_dict") else [])],
         summary.rows, license=license_of(fp["input"] or ""), fingerprint=content,
         input_rows=total, skipped_empty=total - summary.rows, shards=count, columns=schema.names,
         embedding_columns={c: schema.field(c).type.list_size for c in emb_cols},
