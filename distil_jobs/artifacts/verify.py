@@ -33,15 +33,18 @@ def entries(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {f["path"]: f for f in manifest.get("files", []) if isinstance(f, dict) and "path" in f}
 
 
-def check_bytes(uri: str, rel: str, data: bytes, entry: dict[str, Any] | None) -> None:
-    if entry is None:
-        return
-    where = f"{uri}/{rel}"
-    if "bytes" in entry and len(data) != int(entry["bytes"]):
-        raise IntegrityError(f"{where} has {len(data)} bytes, its manifest says {entry['bytes']}: {REMAKE}")
-    if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+def _compare(where: str, size: int, sha256: str, entry: dict[str, Any]) -> None:
+    """A file's size and digest against its manifest entry: the one check every reader makes."""
+    if "bytes" in entry and size != int(entry["bytes"]):
+        raise IntegrityError(f"{where} has {size} bytes, its manifest says {entry['bytes']}: {REMAKE}")
+    if entry.get("sha256") and sha256 != entry["sha256"]:
         raise IntegrityError(f"{where} does not match the sha256 in its manifest (changed after it was "
                              f"written): {REMAKE}")
+
+
+def check_bytes(uri: str, rel: str, data: bytes, entry: dict[str, Any] | None) -> None:
+    if entry is not None:
+        _compare(f"{uri}/{rel}", len(data), hashlib.sha256(data).hexdigest(), entry)
 
 
 def read_verified(loc: Location, rel: str, entry: dict[str, Any] | None) -> bytes:
@@ -100,11 +103,7 @@ def check_stream(loc: Location, rel: str, entry: dict[str, Any], sink: BinaryIO 
                     sink.write(block)
     except FileNotFoundError:
         raise IntegrityError(f"{loc.uri}/{rel} is listed in the manifest but missing: {REMAKE}") from None
-    if "bytes" in entry and size != int(entry["bytes"]):
-        raise IntegrityError(f"{loc.uri}/{rel} has {size} bytes, its manifest says {entry['bytes']}: {REMAKE}")
-    if entry.get("sha256") and h.hexdigest() != entry["sha256"]:
-        raise IntegrityError(f"{loc.uri}/{rel} does not match the sha256 in its manifest (changed after it was "
-                             f"written): {REMAKE}")
+    _compare(f"{loc.uri}/{rel}", size, h.hexdigest(), entry)
     return size
 
 

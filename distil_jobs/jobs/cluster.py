@@ -38,6 +38,7 @@ from distil_jobs.errors import DistilError, JobFault
 from distil_jobs.jobs import SENSE_DICT, SENSE_SAMPLES, sharded
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.senses.kmeans import K_RULES, Params, TokenSenses, cluster_tokens
+from distil_jobs.senses.labels import DICTIONARY
 from distil_jobs.senses.mcl import MAX_SAMPLES, NEIGHBOURS
 from distil_jobs.senses.merge import COUNTS, samples_name
 from distil_jobs.shards import Shard
@@ -45,7 +46,6 @@ from distil_jobs.shards import Shard
 NAME = "cluster"
 KIND = SENSE_DICT
 PARTS = "parts/"
-DICTIONARY = "sense_dict.safetensors"
 PLOT = "senses.png"
 SKD_FLOOR = 5  # the smallest k the skd rule gives
 log = get_logger(NAME)
@@ -299,8 +299,7 @@ def finalize(out: Location, cfg: Config, required: bool, samples: Samples | None
         if plot:
             files.append((os.path.join(staging, PLOT), PLOT))
             draw(files[-1][0], plot, samples, arrays, fp)
-        content = {k: v for k, v in fp.items() if k not in layout(cfg)}
-        settings = {k: v for k, v in fp.items() if not k.startswith("content:")}
+        content, settings = sharded.manifest_fingerprints(fp, layout(cfg))
         manifest = new_manifest(
             KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
             [input_ref(fp["samples"], "samples") | {"content": fp.get("content:samples")}],

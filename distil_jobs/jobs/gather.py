@@ -250,8 +250,7 @@ def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] |
     merged = merge_chunks(out, files, dim, cap, vocab, tokens_per_file)
     log_metrics(log, "merge", chunks=len(files), tokens_covered=merged.tokens_covered,
                 total_vectors=merged.total_vectors, files=len(merged.files), seconds=round(time.perf_counter() - t0, 2))
-    content = {k: v for k, v in fp.items() if k not in layout(cfg)}
-    settings = {k: v for k, v in fp.items() if not k.startswith("content:")}
+    content, settings = sharded.manifest_fingerprints(fp, layout(cfg))
     manifest = new_manifest(
         KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
         [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]}],

@@ -223,8 +223,7 @@ def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] |
                        "inconsistent; delete it and rerun")
     schema = summary.schema
     emb_cols = [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
-    content = {k: v for k, v in fp.items() if k not in layout(cfg)}
-    settings = {k: v for k, v in fp.items() if not k.startswith("content:")}
+    content, settings = sharded.manifest_fingerprints(fp, layout(cfg))
     manifest = new_manifest(
         KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
         [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]},

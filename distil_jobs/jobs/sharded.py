@@ -48,3 +48,13 @@ def finished_claim(out: Location, kind: str, job: str) -> dict[str, Any] | None:
     if not claim or claim.get("job") != job:
         raise DistilError(f"{out.uri} holds no {job} run: run {job} with this --output first")
     return claim
+
+
+def manifest_fingerprints(claim_fingerprint: dict[str, Any], layout: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
+    """From the claim's fingerprint: what the manifest records as the result's fingerprint (without the
+    shard layout, which a finished artifact does not depend on), and the plain settings for its config
+    (without the inputs' content fingerprints)."""
+    result = {k: v for k, v in claim_fingerprint.items() if k not in layout}
+    settings = {k: v for k, v in claim_fingerprint.items() if not k.startswith("content:")}
+    return result, settings

@@ -10,7 +10,6 @@ teacher in memory. The teacher must tokenize exactly as the one the dictionary w
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any
 
@@ -18,12 +17,11 @@ import numpy as np
 import pyarrow as pa
 
 from distil_jobs.artifacts import require_artifact
-from distil_jobs.artifacts.manifest import MANIFEST
 from distil_jobs.artifacts.verify import entries, read_verified
 from distil_jobs.errors import DistilError
 
 log = logging.getLogger("distil_jobs.senses.labels")
-DICTIONARY = "sense_dict.safetensors"
+DICTIONARY = "sense_dict.safetensors"  # what the cluster job writes, read here
 TOKENS_COLUMN = "sense_token_ids"
 LABELS_COLUMN = "sense_ids"
 NO_SENSE = -1
@@ -43,7 +41,6 @@ class SenseDictionary:
         self.extra: dict[str, Any] = manifest.get("extra") or {}
         self.centroids = arrays["centroids"].astype(np.float32)
         self.offsets = arrays["offsets"].astype(np.int64)
-        self.manifest_sha256 = hashlib.sha256(loc.read_bytes(MANIFEST)).hexdigest()
 
     def check_teacher(self, teacher: Any) -> None:
         """Refuse a teacher whose token ids or vectors mean something else than the dictionary's."""
