@@ -8,11 +8,12 @@ own process so each peak RSS is its own, on the same samples:
   baseline  the reference's loop: for each token, fewer than 10 samples are kept as they are, else
             `KMeans(n_clusters=K, random_state=0, n_init="auto").fit(x)`; read the same Parquet
             files, save the centroids with numpy
-Prints seconds, ratio baseline/job, peak RSS (resource.getrusage, in each child: a fork keeps its
+Prints seconds (wall and CPU), ratio baseline/job, peak RSS (resource.getrusage, in each child: a fork keeps its
 parent's peak, so the parent never loads the model) and the mean inertia of each.
 
     python bench/cluster.py                       # 26,000 sentences (~3-4 min to gather), cap 1000, k 10
     python bench/cluster.py --rows 3000 --cap 200
+    python bench/cluster.py --samples /tmp/cluster-bench/samples   # reuse a gather-senses output
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def build(workdir: Path, rows: int, cap: int) -> Path:
 
 def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_job(samples: Path, out: Path, k: int) -> dict[str, float]:
@@ -93,8 +99,11 @@ def run_baseline(samples: Path, out: Path, k: int) -> dict[str, float]:
 
 
 def child(which: str, samples: Path, out: Path, k: int) -> None:
+    cpu = cpu_seconds()
     stats = (run_job if which == "job" else run_baseline)(samples, out, k)
-    print(json.dumps(stats | {"peak_rss_mib": peak_mib()}))
+    # CPU seconds (every thread) next to wall seconds: on a machine shared with other work the wall
+    # ratio moves with the load (scikit-learn's OpenMP threads suffer most), the CPU ratio less.
+    print(json.dumps(stats | {"cpu_seconds": round(cpu_seconds() - cpu, 2), "peak_rss_mib": peak_mib()}))
 
 
 def main() -> None:
@@ -128,7 +137,8 @@ def main() -> None:
             results[which] = json.loads(done.stdout.strip().splitlines()[-1])
             print(f"{which:9s} {results[which]}", flush=True)
         job, base = results["job"], results["baseline"]
-        print(f"ratio baseline/job: {base['seconds'] / job['seconds']:.1f}x faster; peak RSS job "
+        print(f"ratio baseline/job: {base['seconds'] / job['seconds']:.1f}x faster (CPU seconds: "
+              f"{base['cpu_seconds'] / job['cpu_seconds']:.1f}x); peak RSS job "
               f"{job['peak_rss_mib']:.0f} MiB vs baseline {base['peak_rss_mib']:.0f} MiB; mean inertia job "
               f"{job['mean_inertia']:.3f} vs baseline {base['mean_inertia']:.3f} (squared distance to the "
               "sample's sense, over every sample)")

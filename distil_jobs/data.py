@@ -215,3 +215,15 @@ def _decode(value: bytes | None, row: int, column: str, uri: str) -> str | None:
 
 def empty_rows(texts: list[Any]) -> list[int]:
     return [i for i, t in enumerate(texts) if t is None or not str(t).strip()]
+
+
+def dev_split(rows: int, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(training, dev) row indices, each sorted: `fraction` of the rows held out, the same ones on every
+    rank and every rerun with this seed."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(rows)
+    n_dev = max(1, round(rows * fraction))
+    if n_dev >= rows:
+        raise DistilError(f"--dev-fraction {fraction} leaves no training rows out of {rows}")
+    return np.sort(order[n_dev:]), np.sort(order[:n_dev])

@@ -38,10 +38,12 @@ class JobSpec:
 
 JOBS: dict[str, JobSpec] = {spec.name: spec for spec in (
     JobSpec("precompute-embeddings", "distil_jobs.jobs.precompute", TEACHER_EMBEDDINGS,
-            {"input": (DATASET, TEACHER_EMBEDDINGS), "teacher": (MODEL, STUDENT_MODEL)}, sharded=True),
+            {"input": (DATASET, TEACHER_EMBEDDINGS), "teacher": (MODEL, STUDENT_MODEL), "sense_dict": (SENSE_DICT,)},
+            sharded=True),
     JobSpec("train-student", "distil_jobs.jobs.train", STUDENT_MODEL,
             {"targets": (TEACHER_EMBEDDINGS,), "input": (DATASET,), "dev_input": (TEACHER_EMBEDDINGS, DATASET),
-             "teacher": (MODEL, STUDENT_MODEL), "student": (MODEL, STUDENT_MODEL)}, sharded=False),
+             "teacher": (MODEL, STUDENT_MODEL), "student": (MODEL, STUDENT_MODEL), "sense_dict": (SENSE_DICT,)},
+            sharded=False),
     JobSpec("evaluate-mteb", "distil_jobs.jobs.evaluate", MTEB_REPORT,
             {"models": (MODEL, STUDENT_MODEL)}, sharded=True),
     JobSpec("gather-senses", "distil_jobs.jobs.gather", SENSE_SAMPLES,

@@ -150,10 +150,11 @@ def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
 def load_encoder(cfg: Config) -> Any:
     """The teacher (and, for sense labels, its dictionary), checked before anything is claimed."""
     if cfg.output_type == "sense_ids":
-        from distil_jobs.senses.labels import SenseLabeler
+        from distil_jobs.senses.labels import SenseDictionary, SenseLabeler
 
         assert cfg.sense_dict
-        return SenseLabeler(cfg.sense_dict, cfg.teacher, cfg.device, cfg.max_length, cfg.trust_remote_code)
+        return SenseLabeler(SenseDictionary(cfg.sense_dict), cfg.teacher, cfg.device, cfg.max_length,
+                            cfg.trust_remote_code)
     from distil_jobs.models.encoder import TextEncoder
 
     encoder = TextEncoder(cfg.teacher, cfg.device, cfg.pooling, cfg.max_length, cfg.trust_remote_code, cfg.compile)

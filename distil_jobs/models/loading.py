@@ -35,6 +35,10 @@ def load_sentence_transformer(path: str, what: str, device: str, attention: str 
     naming `what` (e.g. "student minilm")."""
     from sentence_transformers import SentenceTransformer
 
+    from distil_jobs.senses.replace import is_own_code
+
+    trust_remote_code = trust_remote_code or is_own_code(path)  # a sense-replace encoder runs our own code
+
     def load(attn: str) -> Any:
         kwargs = dict(model_kwargs, attn_implementation=attn)
         if attn != "flash_attention_2":

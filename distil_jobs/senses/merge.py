@@ -142,7 +142,10 @@ def merge_chunks(out: Location, files: list[str], dim: int, cap: int, vocab_size
             pq.write_table(pa.table({"token_id": pa.array(sample.token, pa.int32()),
                                      "row_idx": pa.array(sample.row, pa.int64()),
                                      "position": pa.array(sample.pos, pa.int32()),
-                                     "vector": vectors_column(sample.vec)}), local)
+                                     "vector": vectors_column(sample.vec)}), local,
+                           # Plain, not dictionary-encoded: float16 vectors barely repeat, and the cluster
+                           # job decoded a dictionary-encoded column ~7x slower for 4% less disk.
+                           use_dictionary=False)
             out.put_files([(local, rel)], message=f"distil-jobs: publish {rel}")
             result.files.append(rel)
             result.token_ranges.append([lo, hi, rel])

@@ -25,6 +25,15 @@ def _st_modules() -> tuple[type, type]:
     return Dense, Normalize
 
 
+def mean_pooling(dim: int) -> Any:
+    """A sentence-transformers mean Pooling over `dim`-wide token vectors."""
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling
+    return Pooling(dim, "mean")
+
+
 def layer_list(model: nn.Module) -> nn.ModuleList:
     """The transformer's stack of layers: the ModuleList as long as config.num_hidden_layers
     (encoder.layer for BERT/MPNet, transformer.layer for DistilBERT, layers for most decoders)."""
@@ -70,10 +79,10 @@ def features(student: Any, texts: list[str], device: torch.device) -> dict[str, 
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in prep(texts).items()}
 
 
-def build_student(ref: str, *, target_dim: int, layers: list[int], projection: bool, drop_normalize: bool,
+def build_student(ref: str, *, target_dim: int | None, layers: list[int], projection: bool, drop_normalize: bool,
                   max_length: int | None, device: torch.device, attention: str,
                   gradient_checkpointing: bool = False) -> Any:
-    """The student SentenceTransformer on `device`, its output `target_dim` wide."""
+    """The student SentenceTransformer on `device`, its output `target_dim` wide (None: as it comes)."""
     Dense, Normalize = _st_modules()
     path = resolve_model(ref)
     st, _ = load_sentence_transformer(path, f"student {ref}", str(device), attention)
@@ -91,7 +100,7 @@ def build_student(ref: str, *, target_dim: int, layers: list[int], projection: b
             st = type(st)(modules=kept, device=str(device))
     dim = (st.get_embedding_dimension if hasattr(st, "get_embedding_dimension")
            else st.get_sentence_embedding_dimension)()
-    if dim != target_dim:
+    if target_dim is not None and dim != target_dim:
         if not projection:
             raise DistilError(f"student {ref} gives {dim}-dim embeddings but the targets have {target_dim}: "
                               "allow a projection (drop --no-projection) or pick a student of that width")

@@ -70,3 +70,16 @@ def local_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(location, "_hub_api", lambda: hub)
     monkeypatch.setattr(location, "_hub_filesystem", lambda: MainBranchFileSystem(hub.root))
     return hub
+
+
+@pytest.fixture(scope="session")
+def sense_dictionary(data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real sense dictionary: gather-senses (MiniLM, last layer) on 300 corpus sentences, then cluster --k 4."""
+    from tests.conftest import run_cli
+    from tests.integration.sense_helpers import SENSE_CORPUS_ROWS, corpus_head, gather
+
+    folder = tmp_path_factory.mktemp("senses")
+    samples = gather(run_cli, corpus_head(data_path, folder / "corpus.tsv", SENSE_CORPUS_ROWS), folder / "samples", 24)
+    out = folder / "dict"
+    run_cli("cluster", "--samples", str(samples), "--output", str(out), "--k", "4", check=True)
+    return out

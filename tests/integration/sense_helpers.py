@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TEACHER = "minilm"
+SENSE_CORPUS_ROWS = 300  # the sentences the shared sense dictionary (conftest) is gathered from
 
 
 def corpus_head(data_path: Path, dest: Path, n: int) -> Path:

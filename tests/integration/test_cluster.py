@@ -175,3 +175,25 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(cli, samples, vectors, 
     assert lines[-1].startswith("error: ") and expected in lines[-1], done.stderr
     assert not any("Traceback" in line for line in lines)
     assert not out.exists() or not os.listdir(out)
+
+
+def test_batched_range_equals_one_token_at_a_time(vectors):
+    """The job's batched path (shared seeding batches, hashed duplicate search, plain tokens scattered)
+    gives each token the bytes `cluster_token` gives it alone, duplicates included."""
+    from distil_jobs.senses.range_kmeans import cluster_range, duplicate_suspects, thread_pool
+
+    params = Params(k=10, k_rule="fixed", niter=20, seed=0)
+    tokens = sorted(vectors.vectors)[:300]
+    rows = [np.stack(vectors.vectors[t]) for t in tokens]
+    rows[0] = np.concatenate([rows[0], rows[0][:1]])  # a repeated sample: must go through distinct_rows
+    starts = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    values = np.concatenate(rows)
+    assert duplicate_suspects(values, starts)[0] and sum(len(r) > 10 for r in rows) > 10  # k-means ran too
+    with thread_pool(2) as pmap:
+        part = cluster_range(np.asarray(tokens, np.int64), starts, values, params, pmap)
+    offsets = np.concatenate([[0], np.cumsum(part["sizes"])])
+    for i, (token, x) in enumerate(zip(tokens, rows, strict=True)):
+        alone = cluster_token(token, x, params)
+        np.testing.assert_array_equal(part["centroids"][offsets[i]:offsets[i + 1]], alone.centroids)
+        np.testing.assert_array_equal(part["counts"][offsets[i]:offsets[i + 1]], alone.counts)
+        assert part["inertia"][i] == alone.inertia and part["samples"][i] == len(x)

@@ -12,20 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.integration.sense_helpers import corpus_head, gather
+from tests.integration.sense_helpers import corpus_head
 
 RARE = "Quokkas photobombed the xylophonist."  # tokens the 300 gathered sentences never saw
-
-
-@pytest.fixture(scope="module")
-def dictionary(data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import run_cli
-
-    folder = tmp_path_factory.mktemp("senses")
-    samples = gather(run_cli, corpus_head(data_path, folder / "corpus.tsv", 300), folder / "samples", 24)
-    out = folder / "dict"
-    run_cli("cluster", "--samples", str(samples), "--output", str(out), "--k", "4", check=True)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +31,15 @@ def label(cli, texts: Path, dictionary: Path, out: Path):
                "--sense-dict", str(dictionary), "--max-length", "64", "--output", str(out))
 
 
-def test_labels_are_the_teacher_s_nearest_sense_of_each_token(cli, texts, dictionary, minilm_path, tmp_path):
+def test_labels_are_the_teacher_s_nearest_sense_of_each_token(cli, texts, sense_dictionary, minilm_path, tmp_path):
     from safetensors.numpy import load_file
     from transformers import AutoModel, AutoTokenizer
 
     out = tmp_path / "labels"
-    done = label(cli, texts, dictionary, out)
+    done = label(cli, texts, sense_dictionary, out)
     assert done.returncode == 0, done.stderr[-2000:]
     table = pq.read_table(sorted((out / "data").glob("*.parquet"))).to_pydict()
-    d = load_file(str(dictionary / "sense_dict.safetensors"))
+    d = load_file(str(sense_dictionary / "sense_dict.safetensors"))
     tok, model = AutoTokenizer.from_pretrained(minilm_path), AutoModel.from_pretrained(minilm_path).eval()
     for text, ids, senses in zip(table["text"], table["sense_token_ids"], table["sense_ids"], strict=True):
         feats = tok(text, truncation=True, max_length=64, return_tensors="pt")
@@ -70,11 +59,11 @@ def test_labels_are_the_teacher_s_nearest_sense_of_each_token(cli, texts, dictio
 
 
 @pytest.mark.parametrize("case", ["other_vocabulary", "no_dictionary"])
-def test_a_dictionary_that_does_not_fit_is_one_line_and_no_artifact(cli, texts, dictionary, tmp_path, case):
-    source = dictionary
+def test_a_dictionary_that_does_not_fit_is_one_line_and_no_artifact(cli, texts, sense_dictionary, tmp_path, case):
+    source = sense_dictionary
     if case == "other_vocabulary":
         source = tmp_path / "dict"
-        shutil.copytree(dictionary, source)
+        shutil.copytree(sense_dictionary, source)
         manifest = json.loads((source / "manifest.json").read_text())
         manifest["extra"]["tokenizer_fingerprint"] = "0" * 64  # as from a teacher with another tokenizer
         (source / "manifest.json").write_text(json.dumps(manifest))

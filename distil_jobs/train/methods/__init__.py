@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from distil_jobs.train.methods.base import Method, MethodRegistry, MethodSetup, Metric, TrainContext
 from distil_jobs.train.methods.embedding import EmbeddingMethod
+from distil_jobs.train.methods.sense import SenseMethod
 
 METHODS = MethodRegistry()
 METHODS.register(EmbeddingMethod)
+METHODS.register(SenseMethod)
 
 __all__ = ["METHODS", "Method", "MethodSetup", "Metric", "TrainContext"]

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from distil_jobs.artifacts import require_artifact
 from distil_jobs.artifacts.manifest import input_ref
-from distil_jobs.data import empty_rows, license_of, read_table, text_column
+from distil_jobs.data import dev_split, empty_rows, license_of, read_table, text_column
 from distil_jobs.errors import DistilError
 from distil_jobs.jobs import TEACHER_EMBEDDINGS
 from distil_jobs.models.encoder import column_name
@@ -85,7 +85,7 @@ def embeddings(table: pa.Table, column: str, uri: str, target_type: str) -> np.n
     return values
 
 
-def _texts(table: pa.Table, column: str, uri: str, flag: str, cast: bool = False) -> list[str]:
+def texts_of(table: pa.Table, column: str, uri: str, flag: str, cast: bool = False) -> list[str]:
     values = text_column(table, column, uri, flag, cast)
     empty = empty_rows(values)
     if empty:
@@ -118,8 +118,8 @@ def _read(uri: str, spec: DataSpec, role: str) -> tuple[DistilData, dict[str, An
         table = table.slice(0, spec.max_rows)
     if table.num_rows == 0:
         raise DistilError(f"{uri} has no rows")
-    texts = _texts(table, info["text_column"], uri, "--text-column", spec.cast_text)
-    pairs = _texts(table, info["pair_column"], uri, "--pair-column", spec.cast_text) if info["pair_column"] else None
+    texts = texts_of(table, info["text_column"], uri, "--text-column", spec.cast_text)
+    pairs = texts_of(table, info["pair_column"], uri, "--pair-column", spec.cast_text) if info["pair_column"] else None
     targets = embeddings(table, column_name(spec.target_type), uri, spec.target_type) if manifest else None
     return DistilData(texts, pairs, targets), info
 
@@ -137,12 +137,8 @@ def load_data(spec: DataSpec) -> LoadedData:
                               "training data is parallel: give a dev set with both columns")
         inputs.append(input_ref(spec.dev_input, "dev"))
     elif spec.dev_fraction > 0:
-        # A fixed split: the same rows are held out on every rank and every rerun.
-        order = np.random.default_rng(spec.seed).permutation(len(train))
-        n_dev = max(1, round(len(train) * spec.dev_fraction))
-        if n_dev >= len(train):
-            raise DistilError(f"--dev-fraction {spec.dev_fraction} leaves no training rows out of {len(train)}")
-        dev, train = train.subset(np.sort(order[:n_dev])), train.subset(np.sort(order[n_dev:]))
+        kept, held = dev_split(len(train), spec.dev_fraction, spec.seed)
+        dev, train = train.subset(held), train.subset(kept)
     else:
         dev = None
     if dev is not None and train.pairs is None:
@@ -172,8 +168,8 @@ def load_sts(uri: str, rows: int) -> StsPairs:
     if missing:
         raise DistilError(f"--watch-sts {uri} has no column {missing[0]} (columns: {', '.join(table.column_names)}): "
                           "give a file with sentence1, sentence2 and score, e.g. $DISTIL_DATA_DIR/stsb/dev.jsonl")
-    first = _texts(table, "sentence1", uri, "--watch-sts")
-    second = _texts(table, "sentence2", uri, "--watch-sts")
+    first = texts_of(table, "sentence1", uri, "--watch-sts")
+    second = texts_of(table, "sentence2", uri, "--watch-sts")
     try:
         scores = np.asarray(table.column("score").to_pylist(), dtype=np.float64)
     except (TypeError, ValueError):
