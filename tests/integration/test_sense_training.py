@@ -118,6 +118,8 @@ CASES = {
                                                    str(_other_vocabulary_student(ctx["minilm"], ctx["tmp"] / "m"))],
                                       "has another vocabulary than the teacher of --sense-dict"),
     "no_dictionary": (lambda ctx: ["--targets", str(ctx["labels"])], "--method sense needs --sense-dict"),
+    "no_room_for_text": (lambda ctx: ["--targets", str(ctx["labels"]), "--sense-dict", str(ctx["dict"]),
+                                      "--max-length", "2"], "--max-length 2 leaves no room for text"),
     "another_kind_of_artifact": (lambda ctx: ["--targets", str(ctx["dict"]), "--sense-dict", str(ctx["dict"])],
                                  "is a 'sense-dict' artifact, not 'teacher-embeddings'"),
 }

@@ -21,7 +21,6 @@ The student is saved twice: `final/` is the plain student (its own mean-pooled v
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Any, ClassVar
 
@@ -38,7 +37,6 @@ from distil_jobs.senses.vocab import tokenizer_fingerprint
 from distil_jobs.train.methods.base import MethodSetup, Metric, TrainContext
 from distil_jobs.train.methods.sense_data import SenseRows, load_senses
 
-log = logging.getLogger("distil_jobs.train.sense")
 SENSE_REPLACE = "sense-replace"  # the sense-replace encoder's folder inside the student folder
 
 
@@ -115,6 +113,10 @@ class SenseMethod:
                            attention=self.ctx.attention, gradient_checkpointing=cfg.gradient_checkpointing)
         self.tokenizer = st[0].tokenizer
         self.frame = special_frame(self.tokenizer)
+        specials = len(self.frame[0]) + len(self.frame[1])
+        if cfg.max_length <= specials:
+            raise DistilError(f"--max-length {cfg.max_length} leaves no room for text after the student's {specials} "
+                              f"special tokens: use at least {specials + 1}")
         if tokenizer_fingerprint(self.tokenizer) != self.dictionary.extra.get("tokenizer_fingerprint"):
             raise DistilError(f"student {cfg.student} has another vocabulary than the teacher of --sense-dict "
                               f"{self.dictionary.uri} ({self.dictionary.extra.get('teacher')}): a sense is keyed by "
@@ -148,7 +150,7 @@ class SenseMethod:
         """The student's input: each row's labelled token ids between the tokenizer's special tokens, cut to
         --max-length; and which positions are scored (tokens with two senses or more)."""
         before, after = self.frame
-        room = max(self.ctx.cfg.max_length - len(before) - len(after), 0)
+        room = self.ctx.cfg.max_length - len(before) - len(after)  # > 0: checked in setup
         ids, where_r, where_p, scored_t, scored_l = [], [], [], [], []
         for r, (row, senses) in enumerate(zip(tokens, labels, strict=True)):
             row, senses = row[:room], senses[:room]
