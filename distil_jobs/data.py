@@ -58,10 +58,10 @@ def license_of(uri: str) -> str | None:
 # Everything a parser may raise on a malformed file: Arrow's whole family (ArrowTypeError is a
 # TypeError, not a ValueError), json's JSONDecodeError and UnicodeDecodeError (both ValueErrors).
 _PARSE_ERRORS = (pa.ArrowException, ValueError, TypeError)
-_TEXT_FORMATS = (".jsonl", ".json", ".csv", ".tsv")
+_TEXT_FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".txt")
 _EXPECTED = {".jsonl": "one JSON object per line", ".json": "one JSON object per line, or one array of objects",
              ".csv": "comma-separated with a header row", ".tsv": "tab-separated with a header row",
-             ".parquet": "a whole Parquet file"}
+             ".parquet": "a whole Parquet file", ".txt": "UTF-8 text, one text per line"}
 
 
 def _read_one(loc: Location, rel: str, entry: dict[str, Any] | None = None) -> pa.Table:
@@ -81,6 +81,9 @@ def _read_one(loc: Location, rel: str, entry: dict[str, Any] | None = None) -> p
                                   convert_options=pacsv.ConvertOptions(strings_can_be_null=False))
         if name.endswith(".csv"):
             return pacsv.read_csv(io.BytesIO(raw))
+        if name.endswith(".txt"):  # one text per line (column 'text'); blank lines are no text
+            lines = (line.rstrip("\r") for line in raw.decode("utf-8").split("\n"))  # not splitlines: U+2028 is text
+            return pa.table({"text": pa.array([line for line in lines if line.strip()], pa.string())})
         if name.endswith((".jsonl", ".json")):
             stripped = raw.lstrip()
             if stripped.startswith(b"["):
@@ -89,7 +92,7 @@ def _read_one(loc: Location, rel: str, entry: dict[str, Any] | None = None) -> p
     except _PARSE_ERRORS as e:
         expected = _EXPECTED.get(posixpath.splitext(name)[1], "a valid file")
         raise DistilError(f"cannot parse {where} ({first_line(e)}): fix the file ({expected})") from None
-    raise DistilError(f"{loc.uri}: unknown file type; use one of {', '.join(DATA_EXTENSIONS)}")
+    raise DistilError(f"{loc.uri}: unknown file type; use one of {', '.join(DATA_EXTENSIONS)}, or .txt (one text per line)")
 
 
 def _check_utf8(raw: bytes, where: str) -> None:

@@ -82,7 +82,8 @@ class JobCommand(click.Command):
         if not selector:
             return super().format_options(ctx, formatter)
         specs = {s.name: s for s in field_specs(self.config_cls)}
-        sections: dict[str, list[tuple[str, str]]] = {"Options (every method)": []}
+        shared = f"Options (every {selector})"
+        sections: dict[str, list[tuple[str, str]]] = {shared: []}
         chosen = self._chosen_group(ctx, selector)
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -90,7 +91,7 @@ class JobCommand(click.Command):
             if record is None:
                 continue
             if spec is None or not spec.owners:
-                sections["Options (every method)"].append(record)
+                sections[shared].append(record)
             elif chosen is None or chosen in spec.owners:
                 for owner in spec.owners if chosen is None else [chosen]:
                     sections.setdefault(f"Options of --{selector} {owner}", []).append(record)

@@ -20,6 +20,8 @@ STUDENT_MODEL = "student-model"
 MTEB_REPORT = "mteb-report"
 SENSE_SAMPLES = "sense-samples"  # gather-senses: per-token samples of teacher vectors
 SENSE_DICT = "sense-dict"  # cluster: per-token sense vectors (centroids, offsets, counts)
+TOKEN_COUNTS = "token-counts"  # count-tokens: how often each token id occurs in a corpus
+TEACHER_MODEL = "teacher-model"  # prepare-teacher: a model with a head fitted for a task
 DATASET = "dataset"  # plain data files (jsonl, csv, parquet, save_to_disk), no manifest needed
 MODEL = "model"  # a model folder, alias or hub id
 
@@ -38,17 +40,22 @@ class JobSpec:
 
 JOBS: dict[str, JobSpec] = {spec.name: spec for spec in (
     JobSpec("precompute-embeddings", "distil_jobs.jobs.precompute", TEACHER_EMBEDDINGS,
-            {"input": (DATASET, TEACHER_EMBEDDINGS), "teacher": (MODEL, STUDENT_MODEL), "sense_dict": (SENSE_DICT,)},
-            sharded=True),
+            {"input": (DATASET, TEACHER_EMBEDDINGS), "teacher": (MODEL, STUDENT_MODEL, TEACHER_MODEL),
+             "sense_dict": (SENSE_DICT,), "token_counts": (TOKEN_COUNTS,)}, sharded=True),
     JobSpec("train-student", "distil_jobs.jobs.train", STUDENT_MODEL,
             {"targets": (TEACHER_EMBEDDINGS,), "input": (DATASET,), "dev_input": (TEACHER_EMBEDDINGS, DATASET),
-             "teacher": (MODEL, STUDENT_MODEL), "student": (MODEL, STUDENT_MODEL), "sense_dict": (SENSE_DICT,)},
-            sharded=False),
+             "teacher": (MODEL, STUDENT_MODEL, TEACHER_MODEL), "student": (MODEL, STUDENT_MODEL, TEACHER_MODEL),
+             "sense_dict": (SENSE_DICT,), "token_counts": (TOKEN_COUNTS,)}, sharded=False),
     JobSpec("evaluate-mteb", "distil_jobs.jobs.evaluate", MTEB_REPORT,
             {"models": (MODEL, STUDENT_MODEL)}, sharded=True),
     JobSpec("gather-senses", "distil_jobs.jobs.gather", SENSE_SAMPLES,
             {"input": (DATASET,), "teacher": (MODEL, STUDENT_MODEL)}, sharded=True),
     JobSpec("cluster", "distil_jobs.jobs.cluster", SENSE_DICT, {"samples": (SENSE_SAMPLES,)}, sharded=True),
+    JobSpec("count-tokens", "distil_jobs.jobs.count_tokens", TOKEN_COUNTS,
+            {"input": (DATASET, TEACHER_EMBEDDINGS), "model": (MODEL, STUDENT_MODEL, TEACHER_MODEL)}, sharded=False),
+    JobSpec("prepare-teacher", "distil_jobs.jobs.prepare", TEACHER_MODEL,
+            {"input": (DATASET,), "dev_input": (DATASET,), "model": (MODEL, STUDENT_MODEL, TEACHER_MODEL),
+             "token_counts": (TOKEN_COUNTS,)}, sharded=False),
 )}
 
 

@@ -51,10 +51,21 @@ class Config:
     max_rows: int | None = setting(None, "Use only the first N input rows.", fingerprint=True, min=1)
     output_type: str = setting("final", "What to store: the sentence embedding, the one before Dense/Normalize, "
                                         "per-layer hidden-state means, or each token's sense label (sense_ids, "
-                                        "with --sense-dict).", choices=(*OUTPUT_TYPES, "sense_ids"),
+                                        "with --sense-dict), or a masked-LM teacher's top-k logits at masked "
+                                        "positions (mlm_topk).", choices=(*OUTPUT_TYPES, "sense_ids", "mlm_topk"),
                                fingerprint=True)
     sense_dict: str | None = setting(None, "A cluster job's sense dictionary, for --output-type sense_ids: the "
                                            "teacher must be the one it was gathered with.", data=True)
+    topk: int = setting(64, "--output-type mlm_topk: teacher log-probabilities kept per masked position.",
+                        fingerprint=True, min=1)
+    kd_temperature: float = setting(2.0, "--output-type mlm_topk: the temperature the log-probabilities are taken at "
+                                         "(train-student's --kd-temperature).", fingerprint=True, min=1e-6)
+    mlm_probability: float = setting(0.15, "--output-type mlm_topk: fraction of each text's tokens masked.",
+                                     fingerprint=True, min=1e-6, max=1)
+    mask_seed: int = setting(0, "--output-type mlm_topk: seed of the masks (with each row's number).",
+                             fingerprint=True, min=0)
+    token_counts: str | None = setting(None, "--output-type mlm_topk: counts from count-tokens for the masking "
+                                             "(default: counted over the input).", data=True)
     layers: list[int] = setting([], "Layers for --output-type hidden_states, e.g. 0,6,12 (0 = embedding layer).",
                                 fingerprint=True, min=0)
     pooling: str = setting("auto", "Pooling for plain transformers models (auto: the model's own, else mean; "
@@ -93,6 +104,8 @@ def validate(cfg: Config) -> None:
         raise DistilError("--output-type hidden_states needs --layers, e.g. --layers 0,6,12")
     if cfg.layers and cfg.output_type != "hidden_states":
         raise DistilError(f"--layers only applies to --output-type hidden_states (got {cfg.output_type})")
+    if cfg.token_counts and cfg.output_type != "mlm_topk":
+        raise DistilError("--token-counts only applies to --output-type mlm_topk (its masking)")
     if (cfg.output_type == "sense_ids") != bool(cfg.sense_dict):
         raise DistilError("--output-type sense_ids and --sense-dict go together: labels need a dictionary (from the "
                           "cluster job), and a dictionary is only used for labels")
@@ -147,8 +160,12 @@ def embedding_column(values: np.ndarray, dtype: str) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
-def load_encoder(cfg: Config) -> Any:
+def load_encoder(cfg: Config, texts: list[str]) -> Any:
     """The teacher (and, for sense labels, its dictionary), checked before anything is claimed."""
+    if cfg.output_type == "mlm_topk":
+        from distil_jobs.mlm.precompute import TopKTeacher
+
+        return TopKTeacher(cfg, texts)
     if cfg.output_type == "sense_ids":
         from distil_jobs.senses.labels import SenseDictionary, SenseLabeler
 
@@ -163,7 +180,9 @@ def load_encoder(cfg: Config) -> Any:
     return encoder
 
 
-def output_columns(encoder: Any, texts: list[str], cfg: Config) -> dict[str, pa.Array]:
+def output_columns(encoder: Any, texts: list[str], cfg: Config, row_ids: list[int]) -> dict[str, pa.Array]:
+    if cfg.output_type == "mlm_topk":
+        return encoder.columns(texts, cfg.batch_size, row_ids)
     if cfg.output_type == "sense_ids":
         return encoder.columns(texts, cfg.batch_size)
     emb = encoder.encode(texts, cfg.output_type, cfg.layers, cfg.batch_size, cfg.normalize)
@@ -180,9 +199,11 @@ def run(cfg: Config) -> None:
     rows = load_input(cfg)
 
     log.info("phase 2/3: load teacher %s", cfg.teacher)
-    encoder = load_encoder(cfg)
-    # The first write: everything above can still fail cleanly.
-    claim_output(out, NAME, settings | layout(cfg), info={"total_rows": rows.total, "rows": rows.table.num_rows},
+    encoder = load_encoder(cfg, rows.texts)
+    # The first write: everything above can still fail cleanly. `facts` (what readers must match, e.g. the
+    # masking) go into the claim, so that whichever shard finishes last writes them into the manifest.
+    claim_output(out, NAME, settings | layout(cfg), info={"total_rows": rows.total, "rows": rows.table.num_rows,
+                                                          "facts": getattr(encoder, "facts", {})},
                  concurrent=shard.count > 1,
                  produced=lambda: bool(chunk_files(out) or out.listdir("_shards") != ["run.json"]))
 
@@ -193,7 +214,8 @@ def run(cfg: Config) -> None:
         for start, end in todo:
             tc = time.perf_counter()
             part = rows.table.slice(start, end - start)
-            for name, column in output_columns(encoder, rows.texts[start:end], cfg).items():
+            row_ids = part.column("row_idx").to_pylist()
+            for name, column in output_columns(encoder, rows.texts[start:end], cfg, row_ids).items():
                 part = part.append_column(name, column)
             chunks.write(start, end, part)
             embedded += end - start
@@ -228,11 +250,12 @@ def finalize(out: Location, cfg: Config, required: bool, extra: dict[str, Any] |
     manifest = new_manifest(
         KIND, NAME, config_dict(cfg) | settings | {"shard_index": None, "finalize": False},
         [input_ref(fp["input"], "input") | {"content": fp.get("content:input")}, {"role": "teacher", "uri": fp["teacher"]},
-         *([input_ref(fp["sense_dict"], "sense_dict")] if fp.get("sense_dict") else [])],
+         *([input_ref(fp["sense_dict"], "sense_dict")] if fp.get("sense_dict") else []),
+         *([input_ref(fp["token_counts"], "token_counts")] if fp.get("token_counts") else [])],
         summary.rows, license=license_of(fp["input"] or ""), fingerprint=content,
         input_rows=total, skipped_empty=total - summary.rows, shards=count, columns=schema.names,
         embedding_columns={c: schema.field(c).type.list_size for c in emb_cols},
         text_column=fp["text_column"], pair_column=fp["pair_column"], output_type=fp["output_type"],
-        dtype=fp["dtype"], **(extra or {}),
+        dtype=fp["dtype"], **claim.get("facts", {}), **(extra or {}),
     )
     finish(out, manifest, listed=summary.files)

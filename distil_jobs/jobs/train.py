@@ -27,12 +27,10 @@ import dataclasses
 
 from distil_jobs.config import compose, group_options, setting
 from distil_jobs.errors import DistilError
-from distil_jobs.log import get_logger
 from distil_jobs.train.methods import METHODS
 from distil_jobs.train.methods.base import validate_options
 
 NAME = "train-student"
-log = get_logger(NAME)
 
 
 @dataclasses.dataclass(kw_only=True, slots=True)
@@ -143,6 +141,13 @@ def validate(cfg: TrainOptions) -> None:
         raise DistilError("give either --targets or --input, not both")
     if cfg.input and not cfg.teacher:
         raise DistilError("--input needs --teacher MODEL to compute targets online (or use --targets)")
+    validate_loop(cfg)
+    method = METHODS[cfg.method]
+    validate_options(method, group_options(cfg, method.Options))
+
+
+def validate_loop(cfg: TrainOptions) -> None:
+    """The checks of the options every training job shares (prepare-teacher reuses them)."""
     if cfg.dev_fraction >= 1:
         raise DistilError(f"--dev-fraction {cfg.dev_fraction}: use a value in [0, 1)")
     if cfg.offload_optimizer != "none" and cfg.deepspeed_stage not in (1, 2, 3) and not cfg.deepspeed_config:
@@ -152,17 +157,14 @@ def validate(cfg: TrainOptions) -> None:
                           "known (its fp16 loss scaler skips overflow steps itself); drop one of them")
     if cfg.push_to and not cfg.push_to.startswith("hf://"):
         raise DistilError(f"--push-to {cfg.push_to}: expected hf://org/name")
-    method = METHODS[cfg.method]
-    validate_options(method, group_options(cfg, method.Options))
+
+
+def method_class(cfg: TrainOptions) -> type:
+    """The method the training runner runs (train/runner.py)."""
+    return METHODS[cfg.method]
 
 
 def run(cfg: TrainOptions) -> None:
-    from distil_jobs.distributed import spawn_local
-    from distil_jobs.train.runner import rendezvous_of, train_worker
+    from distil_jobs.train.runner import run_training
 
-    rdzv = rendezvous_of(cfg)
-    if rdzv.needs_spawn:
-        log.info("%s", rdzv.describe())
-        spawn_local(rdzv, train_worker, (cfg,))
-    else:
-        train_worker(cfg)
+    run_training(cfg, NAME)

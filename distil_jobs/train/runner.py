@@ -1,8 +1,10 @@
-"""One rank of `train-student`: the story of a run from config to published student.
+"""One rank of a training job (`train-student`, `prepare-teacher`): the story of a run from config to
+published model.
 
 join the group → the method reads its data and builds its student → claim the output →
 train (resuming from the newest checkpoint) → the method saves the student → manifest → leave.
-Nothing here knows which method runs: that is `--method`'s module (train/methods/).
+Nothing here knows which method runs: the job module's `method_class(cfg)` names it
+(`--method` of train-student, `--task` of prepare-teacher).
 """
 
 from __future__ import annotations
@@ -29,19 +31,30 @@ from distil_jobs.distributed import (
     resolve_rendezvous,
 )
 from distil_jobs.errors import DistilError, PreemptedError
-from distil_jobs.jobs import STUDENT_MODEL
+from distil_jobs.jobs import JobSpec, job
 from distil_jobs.models.encoder import pick_attention, pick_device
 from distil_jobs.models.registry import cache_dir
 from distil_jobs.train.cpu import keep_freed_memory, share_cores
 from distil_jobs.train.optim import uses_deepspeed
 
 log = logging.getLogger("distil_jobs.train")
-JOB = "train-student"
 
 
 def rendezvous_of(cfg: Any) -> Rendezvous:
     return resolve_rendezvous(cfg.master_addr, cfg.master_port, cfg.nnodes, cfg.node_rank, cfg.nproc_per_node,
                               cfg.k8s_job, cfg.k8s_service)
+
+
+def run_training(cfg: Any, job_name: str) -> None:
+    """A training job's `run`: this process trains, or starts one rank per local process."""
+    from distil_jobs.distributed import spawn_local
+
+    rdzv = rendezvous_of(cfg)
+    if rdzv.needs_spawn:
+        log.info("%s", rdzv.describe())
+        spawn_local(rdzv, train_worker, (cfg, job_name))
+    else:
+        train_worker(cfg, job_name)
 
 
 def work_dir(out: Location) -> str:
@@ -59,7 +72,7 @@ def precision(cfg: Any, device: torch.device) -> bool:
     return cfg.precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def train_worker(cfg: Any) -> None:
+def train_worker(cfg: Any, job_name: str) -> None:
     """Entry point of every rank (the job's own process, or one spawned per local rank)."""
     rdzv = rendezvous_of(cfg)
     device = pick_device(cfg.device)
@@ -80,7 +93,7 @@ def train_worker(cfg: Any) -> None:
     init_process_group(rdzv, backend_for(device.type, cfg.backend))
     clean = False
     try:
-        _train(cfg, rdzv, device)
+        _train(cfg, rdzv, device, job(job_name))
         clean = True
     except PreemptedError:
         clean = True
@@ -109,11 +122,11 @@ def _checkpoint_root(cfg: Any, rdzv: Rendezvous, out: Location, folder: str) -> 
     return cfg.checkpoint_dir or os.path.join(folder, "checkpoints")
 
 
-def _method(cfg: Any, device: torch.device, bf16: bool) -> Any:
+def _method(cfg: Any, device: torch.device, bf16: bool, spec: JobSpec) -> Any:
     from distil_jobs.train.loop import seed_everything
-    from distil_jobs.train.methods import METHODS, TrainContext
+    from distil_jobs.train.methods import TrainContext
 
-    method_cls = METHODS[cfg.method]
+    method_cls = spec.load().method_class(cfg)
     seed_everything(cfg.seed)  # a new head's initial weights are the same on every rank and rerun
     autocast = torch.bfloat16 if bf16 and not uses_deepspeed(cfg) else None  # DeepSpeed runs bf16 weights itself
     return method_cls(TrainContext(cfg, group_options(cfg, method_cls.Options), device, autocast,
@@ -133,7 +146,7 @@ def _tracker(cfg: Any, folder: str, out: Location, is_main: bool, ckpt_root: str
                    resume_step, headline=headline)
 
 
-def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
+def _train(cfg: Any, rdzv: Rendezvous, device: torch.device, spec: JobSpec) -> None:
     from distil_jobs.train import checkpoints
     from distil_jobs.train.guard import BestTracker, metric_named
     from distil_jobs.train.loop import Trainer, steps_per_epoch
@@ -141,7 +154,7 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
     is_main = (rdzv.rank or 0) == 0
     out = open_location(cfg.output)
     fingerprint = fingerprint_of(cfg) | content_of(cfg)  # the inputs' content included, not only their names
-    if completed(out, STUDENT_MODEL, fingerprint):
+    if completed(out, spec.output_kind, fingerprint):
         log.info("%s is already complete (manifest present): nothing to do", out.uri)
         return
     folder = work_dir(out)
@@ -149,7 +162,7 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
     ckpt_root = _checkpoint_root(cfg, rdzv, out, folder)
 
     bf16 = precision(cfg, device)
-    method = _method(cfg, device, bf16)
+    method = _method(cfg, device, bf16, spec)
     setup = method.setup()  # data and student: bad input fails here, before anything is claimed
     if setup.lr_groups and uses_deepspeed(cfg):
         raise DistilError("per-group learning rates (" + ", ".join(g.name for g in setup.lr_groups) + ") are not "
@@ -157,17 +170,17 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device) -> None:
     best = BestTracker(metric_named(method, cfg.keep_best), ckpt_root) if cfg.keep_best else None
     steps_per_epoch(setup.train_rows, rdzv.world_size, cfg)  # too few rows: said before anything is claimed
     if is_main:
-        claim_output(out, JOB, fingerprint, produced=lambda: bool(checkpoints.complete_steps(ckpt_root)))
+        claim_output(out, spec.name, fingerprint, produced=lambda: bool(checkpoints.complete_steps(ckpt_root)))
     _barrier(rdzv)
 
     tracker = _tracker(cfg, folder, out, is_main, ckpt_root, method.headline.name)
     trainer = Trainer(cfg, rdzv, method, setup, ckpt_root, tracker, device, bf16, best)
     final_metrics = trainer.run()
-    _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, fingerprint)
+    _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, fingerprint, spec)
 
 
 def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
-             tracker: Any, final_metrics: dict[str, float], fingerprint: dict[str, Any]) -> None:
+             tracker: Any, final_metrics: dict[str, float], fingerprint: dict[str, Any], spec: JobSpec) -> None:
     """The student (gathered on every rank under ZeRO-3), the curve and metrics, then the manifest."""
     from distil_jobs.train.publish import save_student
 
@@ -177,13 +190,14 @@ def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any
     if not is_main:
         return
     try:
-        _write_run(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, stage, fingerprint)
+        _write_run(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, stage, fingerprint, spec)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
 def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
-               tracker: Any, final_metrics: dict[str, float], stage: str, fingerprint: dict[str, Any]) -> None:
+               tracker: Any, final_metrics: dict[str, float], stage: str, fingerprint: dict[str, Any],
+               spec: JobSpec) -> None:
     """Rank 0: the regression check, the curve, the manifest, the optional push."""
     from distil_jobs.train import guard
     from distil_jobs.train.nonfinite import require_finite_metrics
@@ -197,8 +211,8 @@ def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: A
     extras = [(tracker.path, "metrics.jsonl")] + ([(png, "training_curve.png")] if png else [])
     headline = method.headline
     manifest = new_manifest(
-        STUDENT_MODEL, JOB, config_dict(cfg), setup.inputs, setup.train_rows, license=setup.license,
-        fingerprint=fingerprint, method=cfg.method, **setup.manifest, steps=trainer.total_steps,
+        spec.output_kind, spec.name, config_dict(cfg), setup.inputs, setup.train_rows, license=setup.license,
+        fingerprint=fingerprint, method=method.name, **setup.manifest, steps=trainer.total_steps,
         world_size=rdzv.world_size, deepspeed=trainer.use_deepspeed, final_metrics=final_metrics,
         untrained_metrics=untrained, dev_rows=setup.dev_rows, nonfinite_steps=trainer.nonfinite.count,
         watched=[m.name for m in watched], regressions=worse,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from distil_jobs.train.methods.base import Method, MethodRegistry, MethodSetup, Metric, TrainContext
 from distil_jobs.train.methods.embedding import EmbeddingMethod
+from distil_jobs.train.methods.mlm import MlmMethod
 from distil_jobs.train.methods.sense import SenseMethod
 
 METHODS = MethodRegistry()
 METHODS.register(EmbeddingMethod)
 METHODS.register(SenseMethod)
+METHODS.register(MlmMethod)
 
-__all__ = ["METHODS", "Method", "MethodSetup", "Metric", "TrainContext"]
+__all__ = ["METHODS", "Method", "MethodRegistry", "MethodSetup", "Metric", "TrainContext"]

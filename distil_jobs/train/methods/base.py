@@ -19,7 +19,9 @@ Adding a method: one module with a class like `EmbeddingMethod`, and one `regist
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -97,6 +99,17 @@ class Method(Protocol):
     def save(self, folder: str) -> None:
         """Write the trained student to `folder` (rank 0, weights already gathered)."""
         ...
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """`module` in eval mode (no dropout) for a dev evaluation, back in its earlier mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def validate_options(method: type[Method], options: Any) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from distil_jobs.config import setting
 from distil_jobs.errors import DistilError
 from distil_jobs.train.methods import projection, vocab
-from distil_jobs.train.methods.base import LrGroup, MethodSetup, Metric, TrainContext
+from distil_jobs.train.methods.base import LrGroup, MethodSetup, Metric, TrainContext, evaluating
 from distil_jobs.train.methods.embedding_data import (
     DataSpec,
     DistilData,
@@ -252,10 +252,8 @@ class EmbeddingMethod:
         between the student's embeddings of the two sides (TranslationEvaluator's idea); with --watch-sts
         the Spearman correlation of the student's cosine similarities with the STS scores."""
         dev: DistilData | None = self.dev
-        was_training = self.student.training
-        self.student.eval()
         metrics: dict[str, float] = {}
-        try:
+        with evaluating(self.student):
             if dev is not None:
                 assert dev.targets is not None
                 src = self._embed_all(dev.texts)
@@ -268,8 +266,6 @@ class EmbeddingMethod:
                     metrics["dev_retrieval_top1"] = float(hits)
             if self.sts is not None:
                 metrics["dev_sts_spearman"] = self._sts_spearman(self.sts)
-        finally:
-            self.student.train(was_training)
         return metrics
 
     def _sts_spearman(self, sts: StsPairs) -> float:

@@ -34,7 +34,7 @@ from distil_jobs.errors import DistilError
 from distil_jobs.senses.labels import SenseDictionary, SenseLabeler
 from distil_jobs.senses.replace import SenseReplace, make_portable, sense_logits
 from distil_jobs.senses.vocab import tokenizer_fingerprint
-from distil_jobs.train.methods.base import MethodSetup, Metric, TrainContext
+from distil_jobs.train.methods.base import MethodSetup, Metric, TrainContext, evaluating
 from distil_jobs.train.methods.sense_data import SenseRows, load_senses
 
 SENSE_REPLACE = "sense-replace"  # the sense-replace encoder's folder inside the student folder
@@ -191,11 +191,9 @@ class SenseMethod:
         """Dev sense accuracy (the teacher's sense picked) and cross-entropy, over tokens with a choice."""
         if self.dev is None:
             return {}
-        was_training = self.student.training
-        self.student.eval()
         right = total = 0
         loss = 0.0
-        try:
+        with evaluating(self.student):
             step = self.ctx.cfg.batch_size * 2
             for b in range(0, len(self.dev), step):
                 batch = self._batch(*self._rows(self.dev, list(range(b, min(b + step, len(self.dev))))))
@@ -205,8 +203,6 @@ class SenseMethod:
                 right += int((logits.argmax(-1) == batch.labels).sum())
                 loss += float(F.cross_entropy(logits, batch.labels, reduction="sum"))
                 total += int(batch.tokens.numel())
-        finally:
-            self.student.train(was_training)
         if not total:
             raise DistilError("no dev token has two senses or more: give more dev rows (--dev-fraction, --dev-input)")
         return {"dev_sense_accuracy": right / total, "dev_sense_loss": loss / total}

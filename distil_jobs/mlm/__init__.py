@@ -1,0 +1,1 @@
+"""Masked-LM distillation pieces: token counts, masking, teacher top-k logits, model loading and the batcher."""
