@@ -17,7 +17,7 @@ import torch
 
 from distil_jobs.mlm.batches import Batcher
 from distil_jobs.mlm.models import LmWithHead, load_lm
-from distil_jobs.mlm.topk import bytes_per_position, positions_column, topk_of
+from distil_jobs.mlm.topk import bytes_per_position, topk_columns, topk_of
 from distil_jobs.senses.vocab import tokenizer_fingerprint, vocab_size
 
 DEFAULT_MAX_LENGTH = 128
@@ -64,7 +64,7 @@ class TopKTeacher:
             cols = {"input_ids": _list([ids_np[r, :lengths[r]] for r in range(n_rows)], np.int32),
                     "positions": _list(np.split(pos_np, split), np.int16 if self.max_length < 32768 else np.int32),
                     "labels": _list(np.split(batch.labels.cpu().numpy(), split), np.int32),
-                    **positions_column(ids, logp, rest, counts, self.vocab)}
+                    **topk_columns(ids, logp, rest, counts, self.vocab)}
             for name, col in cols.items():
                 parts.setdefault(name, []).append(col)
         return {name: pa.concat_arrays(cols) for name, cols in parts.items()}

@@ -61,7 +61,7 @@ def topk_kl(s_logits: torch.Tensor, ids: torch.Tensor, logp: torch.Tensor, rest:
     return kl.mean() * temperature**2
 
 
-def positions_column(ids: torch.Tensor, logp: torch.Tensor, rest: torch.Tensor, counts: list[int],
+def topk_columns(ids: torch.Tensor, logp: torch.Tensor, rest: torch.Tensor, counts: list[int],
                      vocab: int) -> dict[str, pa.Array]:
     """Per-row list columns of the top-k of each row's `counts[r]` positions, in compact dtypes."""
     k = ids.shape[-1]
