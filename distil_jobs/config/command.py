@@ -40,7 +40,9 @@ def describe(job: str, cfg: Any, sources: dict[str, str]) -> str:
 
 def _click_option(spec: FieldSpec) -> click.Option:
     help_text = spec.help
-    if spec.default not in (None, "", []) and not spec.secret:
+    if spec.group_defaults:
+        help_text += "  [default: " + ", ".join(f"{v} with {g}" for g, v in spec.group_defaults) + "]"
+    elif spec.default not in (None, "", []) and not spec.secret:
         shown = ",".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
         help_text += f"  [default: {shown}]"
     help_text += f"  [env: {spec.env}]"

@@ -75,6 +75,10 @@ class FieldSpec:
     max: float | None = None
     owners: tuple[str, ...] = ()  # groups (methods) this option belongs to; empty = shared
     data: bool = False  # a dataset URI: its content enters the run's fingerprint
+    group_defaults: tuple[tuple[str, Any], ...] = ()  # (group, default) where owning groups' defaults differ
+
+    def default_for(self, group: str | None) -> Any:
+        return dict(self.group_defaults).get(group, self.default)
 
     @property
     def flag(self) -> str:
@@ -110,7 +114,7 @@ def field_specs(cls: type) -> list[FieldSpec]:
             FieldSpec(f.name, tp, item, optional, default, m.get("help", ""), m.get("choices"),
                       m.get("secret", False), m.get("required", False), tuple(m.get("aliases", ())),
                       m.get("fingerprint", False), m.get("min"), m.get("max"), tuple(m.get("owners", ())),
-                      m.get("data", False))
+                      m.get("data", False), tuple(m.get("group_defaults", {}).items()))
         )
     return specs
 
@@ -212,7 +216,8 @@ def resolve(cls: type, flags: dict[str, Any], file_values: dict[str, Any], file_
         elif s.name in file_values:
             values[s.name], sources[s.name] = parse_value(s, file_values[s.name], f"{s.name} in {file_name}"), "file"
         else:
-            values[s.name], sources[s.name] = s.default, "default"
+            # The selector is a shared option, resolved before any group's: its group's default applies.
+            values[s.name], sources[s.name] = s.default_for(values.get(selector_of(cls) or "")), "default"
         if s.required and values[s.name] in (None, "", []):
             raise DistilError(f"{s.flag} is required (or set {s.env}, or '{s.name}' in --config)")
     check_groups(cls, values, sources)
@@ -226,24 +231,29 @@ def compose(name: str, shared: type, groups: Mapping[str, type], selector: str) 
     """One flat config class: `shared`'s fields, then each group's own, tagged with their owners.
 
     Several groups may declare the same option (e.g. two methods with a `teacher`) only with the
-    same type and default; it then belongs to all of them. The value of `selector` picks the group."""
+    same type; it then belongs to all of them, and where their defaults differ (mlm's --alpha-ce 5,
+    qa's 0.5) the selected group's applies. The value of `selector` picks the group."""
     hints = typing.get_type_hints(shared)
     fields: dict[str, tuple[Any, dataclasses.Field[Any], list[str]]] = {
         f.name: (hints[f.name], f, []) for f in dataclasses.fields(shared)}
+    defaults: dict[str, dict[str, Any]] = {}  # option -> {group: its default}
     for group, cls in groups.items():
         group_hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.name in fields:
-                tp, known, owners = fields[f.name]
-                if not owners or tp != group_hints[f.name] or _default(known) != _default(f):
+                tp, _, owners = fields[f.name]
+                if not owners or tp != group_hints[f.name]:
                     where = "a shared option" if not owners else f"an option of {', '.join(owners)}"
                     raise TypeError(f"{group} declares '{f.name}', already {where}, differently")
                 owners.append(group)
             else:
                 fields[f.name] = (group_hints[f.name], f, [group])
+            defaults.setdefault(f.name, {})[group] = _default(f)
     made = []
     for fname, (tp, f, owners) in fields.items():
         meta = dict(f.metadata) | ({"owners": tuple(owners)} if owners else {})
+        if len({repr(v) for v in defaults.get(fname, {}).values()}) > 1:
+            meta["group_defaults"] = defaults[fname]
         copy = (dataclasses.field(default_factory=f.default_factory, metadata=meta)
                 if f.default_factory is not dataclasses.MISSING else dataclasses.field(default=f.default, metadata=meta))
         made.append((fname, tp, copy))

@@ -32,6 +32,7 @@ from distil_jobs.errors import DistilError, JobFault
 from distil_jobs.jobs import TEACHER_EMBEDDINGS, sharded
 from distil_jobs.log import get_logger, log_metrics
 from distil_jobs.models.encoder import OUTPUT_TYPES, POOLINGS
+from distil_jobs.qa.stored import QA_LOGITS
 
 NAME = "precompute-embeddings"
 KIND = TEACHER_EMBEDDINGS
@@ -52,7 +53,9 @@ class Config:
     output_type: str = setting("final", "What to store: the sentence embedding, the one before Dense/Normalize, "
                                         "per-layer hidden-state means, or each token's sense label (sense_ids, "
                                         "with --sense-dict), or a masked-LM teacher's top-k logits at masked "
-                                        "positions (mlm_topk).", choices=(*OUTPUT_TYPES, "sense_ids", "mlm_topk"),
+                                        "positions (mlm_topk), or a QA teacher's start/end logits per feature of "
+                                        "SQuAD-format input (qa_logits).",
+                               choices=(*OUTPUT_TYPES, "sense_ids", "mlm_topk", QA_LOGITS),
                                fingerprint=True)
     sense_dict: str | None = setting(None, "A cluster job's sense dictionary, for --output-type sense_ids: the "
                                            "teacher must be the one it was gathered with.", data=True)
@@ -66,6 +69,8 @@ class Config:
                              fingerprint=True, min=0)
     token_counts: str | None = setting(None, "--output-type mlm_topk: counts from count-tokens for the masking "
                                              "(default: counted over the input).", data=True)
+    doc_stride: int = setting(128, "--output-type qa_logits: tokens that consecutive windows of a long context "
+                                   "share (train-student's --doc-stride).", fingerprint=True, min=1)
     layers: list[int] = setting([], "Layers for --output-type hidden_states, e.g. 0,6,12 (0 = embedding layer).",
                                 fingerprint=True, min=0)
     pooling: str = setting("auto", "Pooling for plain transformers models (auto: the model's own, else mean; "
@@ -106,6 +111,9 @@ def validate(cfg: Config) -> None:
         raise DistilError(f"--layers only applies to --output-type hidden_states (got {cfg.output_type})")
     if cfg.token_counts and cfg.output_type != "mlm_topk":
         raise DistilError("--token-counts only applies to --output-type mlm_topk (its masking)")
+    if cfg.output_type == QA_LOGITS and cfg.pair_column:
+        raise DistilError("--pair-column does not apply to --output-type qa_logits: its rows are SQuAD questions "
+                          "with their contexts")
     if (cfg.output_type == "sense_ids") != bool(cfg.sense_dict):
         raise DistilError("--output-type sense_ids and --sense-dict go together: labels need a dictionary (from the "
                           "cluster job), and a dictionary is only used for labels")
@@ -126,6 +134,8 @@ class InputRows:
 
 def load_input(cfg: Config) -> InputRows:
     assert cfg.input
+    if cfg.output_type == QA_LOGITS:
+        return _qa_input(cfg)
     table = read_table(cfg.input)
     if cfg.max_rows is not None:
         table = table.slice(0, cfg.max_rows)
@@ -150,6 +160,19 @@ def load_input(cfg: Config) -> InputRows:
     return InputRows(table, [str(t) for t in texts], total, len(empty))
 
 
+def _qa_input(cfg: Config) -> InputRows:
+    """SQuAD-format rows (official nested JSON or flat), every answer checked against its context."""
+    from distil_jobs.qa.squad import examples_of, read_squad
+
+    assert cfg.input
+    table = read_squad(cfg.input)
+    if cfg.max_rows is not None:
+        table = table.slice(0, cfg.max_rows)
+    examples = examples_of(table, cfg.input)
+    return InputRows(table.append_column("row_idx", pa.array(np.arange(table.num_rows, dtype=np.int64))),
+                     examples.questions, table.num_rows, 0)
+
+
 def _as_strings(table: pa.Table, column: str, texts: list[str | None]) -> pa.Table:
     """The artifact stores the texts as strings, whatever type the input gave them."""
     return table.set_column(table.schema.get_field_index(column), column, pa.array(texts, pa.string()))
@@ -166,6 +189,10 @@ def load_encoder(cfg: Config, texts: list[str]) -> Any:
         from distil_jobs.mlm.precompute import TopKTeacher
 
         return TopKTeacher(cfg, texts)
+    if cfg.output_type == QA_LOGITS:
+        from distil_jobs.qa.precompute import QaLogitsTeacher
+
+        return QaLogitsTeacher(cfg)
     if cfg.output_type == "sense_ids":
         from distil_jobs.senses.labels import SenseDictionary, SenseLabeler
 
@@ -180,9 +207,11 @@ def load_encoder(cfg: Config, texts: list[str]) -> Any:
     return encoder
 
 
-def output_columns(encoder: Any, texts: list[str], cfg: Config, row_ids: list[int]) -> dict[str, pa.Array]:
+def output_columns(encoder: Any, part: pa.Table, texts: list[str], cfg: Config) -> dict[str, pa.Array]:
     if cfg.output_type == "mlm_topk":
-        return encoder.columns(texts, cfg.batch_size, row_ids)
+        return encoder.columns(texts, cfg.batch_size, part.column("row_idx").to_pylist())
+    if cfg.output_type == QA_LOGITS:
+        return encoder.columns(part, cfg.batch_size)
     if cfg.output_type == "sense_ids":
         return encoder.columns(texts, cfg.batch_size)
     emb = encoder.encode(texts, cfg.output_type, cfg.layers, cfg.batch_size, cfg.normalize)
@@ -214,8 +243,7 @@ def run(cfg: Config) -> None:
         for start, end in todo:
             tc = time.perf_counter()
             part = rows.table.slice(start, end - start)
-            row_ids = part.column("row_idx").to_pylist()
-            for name, column in output_columns(encoder, rows.texts[start:end], cfg, row_ids).items():
+            for name, column in output_columns(encoder, part, rows.texts[start:end], cfg).items():
                 part = part.append_column(name, column)
             chunks.write(start, end, part)
             embedded += end - start

@@ -7,9 +7,15 @@ domain, as DistilBERT's seed pipeline distilled a RoBERTa fine-tuned on tweets. 
 train-student's: the same loop, checkpoints, preemption, tracking, DeepSpeed and publish; the
 model lands in <output>/final/ as an AutoModelForMaskedLM folder.
 
+--task qa fine-tunes the encoder and a new QA head on the gold spans of SQuAD-format data, scored
+by SQuAD EM/F1 on held-out articles (--eval-titles, --eval-fraction or --dev-input): the teacher
+of train-student --method qa, saved as an AutoModelForQuestionAnswering folder.
+
 \b
   distil-jobs prepare-teacher --task mlm --model minilm \\
       --input $DISTIL_DATA_DIR/corpus/sentences_en.tsv --output out/minilm-mlm --epochs 1
+  distil-jobs prepare-teacher --task qa --model mpnet --input $DISTIL_DATA_DIR/squad_v1.1_dev/dev.jsonl \\
+      --eval-titles Super_Bowl_50,Warsaw --epochs 2 --output out/mpnet-qa
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from distil_jobs.jobs.train import TrainOptions, validate_loop
 from distil_jobs.train.methods import MethodRegistry
 from distil_jobs.train.methods.base import validate_options
 from distil_jobs.train.methods.mlm_head import MlmHeadMethod
+from distil_jobs.train.methods.qa_head import QaHeadMethod
 
 NAME = "prepare-teacher"
 
 TASKS = MethodRegistry()
 TASKS.register(MlmHeadMethod)
+TASKS.register(QaHeadMethod)
 
 
 @dataclasses.dataclass(kw_only=True, slots=True)
@@ -37,7 +45,8 @@ class PrepareData:
     task: str = setting("mlm", "The head to fit; `--task NAME --help` shows its options.", fingerprint=True)
     model: str = setting("minilm", "The encoder: alias (minilm, mpnet), folder, hf://org/model or hub id.",
                          fingerprint=True)
-    input: str | None = setting(None, "Training texts: dataset URI (jsonl/csv/tsv/txt/parquet, s3://, hf://).",
+    input: str | None = setting(None, "Training data: dataset URI (jsonl/csv/tsv/txt/parquet, s3://, hf://; qa: "
+                                      "SQuAD format).",
                                 data=True)
     text_column: str | None = setting(None, "Text column (default 'text').", fingerprint=True)
     max_rows: int | None = setting(None, "Use only the first N rows.", fingerprint=True, min=1)
@@ -47,11 +56,9 @@ class PrepareData:
                                   min=0)
 
 
-# train-student's options that name its method, data and models: prepare-teacher has its own.
-_TRAIN_ONLY = {"method", "targets", "teacher", "student", "student_layers"}
-# A new head learns from scratch: it takes a larger step than fine-tuning does (pass --lr 5e-5 or so
-# with --train-encoder).
-_DEFAULTS = {"lr": 1e-3}
+# train-student's options that name its method, data and models: prepare-teacher has its own. Each
+# task declares --lr itself: a head alone learns from scratch at a larger step than fine-tuning takes.
+_TRAIN_ONLY = {"method", "targets", "teacher", "student", "student_layers", "lr"}
 
 
 def _options() -> type:
@@ -60,7 +67,7 @@ def _options() -> type:
     own = {f.name for f in dataclasses.fields(PrepareData)}
     hints = typing.get_type_hints(TrainOptions)
     made = [(f.name, typing.get_type_hints(PrepareData)[f.name], _copy(f)) for f in dataclasses.fields(PrepareData)]
-    made += [(f.name, hints[f.name], _copy(f, _DEFAULTS.get(f.name, dataclasses.MISSING)))
+    made += [(f.name, hints[f.name], _copy(f))
              for f in dataclasses.fields(TrainOptions)
              if f.name not in own and f.name not in _TRAIN_ONLY]
     cls = dataclasses.make_dataclass("PrepareOptions", made, kw_only=True, slots=True)
@@ -68,10 +75,10 @@ def _options() -> type:
     return cls
 
 
-def _copy(f: dataclasses.Field, default: typing.Any = dataclasses.MISSING) -> typing.Any:
-    if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+def _copy(f: dataclasses.Field) -> typing.Any:
+    if f.default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=f.default_factory, metadata=f.metadata)
-    return dataclasses.field(default=f.default if default is dataclasses.MISSING else default, metadata=f.metadata)
+    return dataclasses.field(default=f.default, metadata=f.metadata)
 
 
 PrepareOptions = _options()
@@ -84,8 +91,9 @@ def validate(cfg: typing.Any) -> None:
     if not cfg.output:
         raise DistilError("--output is required: where to write checkpoints and the prepared teacher")
     if not cfg.input:
-        raise DistilError("--input is required: texts to fit the head on (e.g. "
-                          "$DISTIL_DATA_DIR/corpus/sentences_en.tsv)")
+        raise DistilError("--input is required: the data to fit the head on (e.g. "
+                          "$DISTIL_DATA_DIR/corpus/sentences_en.tsv for mlm, $DISTIL_DATA_DIR/squad_v1.1_dev/dev.jsonl "
+                          "for qa)")
     validate_loop(cfg)
     task = TASKS[cfg.task]
     validate_options(task, group_options(cfg, task.Options))

@@ -128,18 +128,35 @@ def test_a_composed_config_refuses_the_option_of_another_method():
         resolve(cls, {"method": "c"}, {}, None, {})
 
 
-def test_two_methods_may_share_an_option_only_when_declared_alike():
+def test_two_methods_share_an_option_of_one_type_each_with_its_own_default():
     from distil_jobs.config import compose, field_specs
 
     both = compose("Both", SharedOpts, {"a": AOpts, "a2": AOpts}, "method")
     assert next(s for s in field_specs(both) if s.name == "temperature").owners == ("a", "a2")
 
     @dataclasses.dataclass(kw_only=True, slots=True)
-    class Clash:
+    class OwnDefault:
         temperature: float = setting(2.0, "another default")
+
+    cls = compose("Own", SharedOpts, {"a": AOpts, "c": OwnDefault}, "method")
+    assert resolve(cls, {}, {}, None, {}).values["temperature"] == 1.0
+    assert resolve(cls, {"method": "c"}, {}, None, {}).values["temperature"] == 2.0
+    assert resolve(cls, {}, {}, None, {"DISTIL_METHOD": "c"}).values["temperature"] == 2.0
+    assert resolve(cls, {"method": "c", "temperature": "3"}, {}, None, {}).values["temperature"] == 3.0
+
+    @dataclasses.dataclass(kw_only=True, slots=True)
+    class Clash:
+        temperature: int = setting(2, "another type")
 
     with pytest.raises(TypeError, match="declares 'temperature'"):
         compose("Bad", SharedOpts, {"a": AOpts, "c": Clash}, "method")
+
+
+def test_train_student_applies_each_methods_own_alpha_ce():
+    from distil_jobs.jobs.train import Config
+
+    assert resolve(Config, {"method": "qa"}, {}, None, {}).values["alpha_ce"] == 0.5
+    assert resolve(Config, {"method": "mlm"}, {}, None, {}).values["alpha_ce"] == 5.0
 
 
 def test_bounds_are_checked_wherever_the_value_comes_from():

@@ -24,6 +24,7 @@ from distil_jobs.jobs import TEACHER_EMBEDDINGS
 from distil_jobs.mlm.batches import StoredRows
 from distil_jobs.mlm.topk import TOPK_COLUMNS
 from distil_jobs.train.methods.embedding_data import texts_of
+from distil_jobs.train.methods.stored import teacher_outputs
 
 log = logging.getLogger("distil_jobs.train.lm_data")
 MLM_TOPK = "mlm_topk"
@@ -73,13 +74,7 @@ def _read(uri: str, cfg: Any, stored: bool) -> tuple[LmRows, dict[str, Any]]:
     extra: dict[str, Any] = {}
     column = cfg.text_column or "text"
     if stored:
-        _, manifest = require_artifact(uri, TEACHER_EMBEDDINGS)
-        extra = dict(manifest.get("extra") or {})
-        if extra.get("output_type") != MLM_TOPK:
-            raise DistilError(f"{uri} holds {extra.get('output_type')} outputs, not the teacher's top-k logits: make "
-                              "them with precompute-embeddings --output-type mlm_topk")
-        extra["teacher"] = (manifest.get("config") or {}).get("teacher")
-        extra["license"] = manifest.get("license")
+        extra = teacher_outputs(uri, MLM_TOPK, "the teacher's top-k logits")
         column = cfg.text_column or extra.get("text_column") or "text"
     table = read_table(uri)
     if table.num_rows == 0:

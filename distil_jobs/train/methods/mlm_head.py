@@ -21,6 +21,7 @@ from distil_jobs.config import setting
 from distil_jobs.mlm.batches import Batcher
 from distil_jobs.mlm.losses import label_ce
 from distil_jobs.mlm.models import LmWithHead, lm_head, load_lm
+from distil_jobs.train.methods import head_options
 from distil_jobs.train.methods.base import LrGroup, MethodSetup, Metric, TrainContext, evaluating
 from distil_jobs.train.methods.lm_data import load_lm_data
 from distil_jobs.train.methods.mlm import MaskingOptions, lm_batches, make_masker, save_lm
@@ -30,11 +31,10 @@ log = logging.getLogger("distil_jobs.prepare.mlm")
 
 @dataclasses.dataclass(kw_only=True, slots=True)
 class MlmHeadOptions(MaskingOptions):
+    lr: float = head_options.lr(1e-3)
     train_encoder: bool = setting(False, "Also tune the encoder (domain adaptation), not only the head.",
                                   fingerprint=True)
-    head_lr_scale: float = setting(10.0, "With --train-encoder: the new head's learning rate as a multiple of --lr "
-                                         "(it learns from scratch; 1 for DeepSpeed, which has one rate).",
-                                   fingerprint=True, min=0)
+    head_lr_scale: float = head_options.head_lr_scale()
 
 
 class MlmHeadMethod:

@@ -1,0 +1,1 @@
+"""Extractive question answering: SQuAD data, features, post-processing, metrics and losses."""
