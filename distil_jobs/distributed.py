@@ -204,29 +204,75 @@ def backend_for(device_type: str, requested: str = "auto") -> str:
     return "nccl" if device_type == "cuda" else "gloo"
 
 
-def init_process_group(rdzv: Rendezvous, backend: str) -> None:
-    """Join the group (a no-op for one process). Env vars are set too: DeepSpeed reads them."""
+DEFAULT_TIMEOUT_S = 300
+# Joining may take long (a pod pulling its image, a node still in the queue), and so may a barrier
+# while one rank uploads a checkpoint or the model (`io_barrier`); a training collective may not.
+_JOIN_TIMEOUT_S = 30 * 60
+_io_group: Any = None
+
+
+def init_process_group(rdzv: Rendezvous, backend: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Join the group (a no-op for one process). Env vars are set too: DeepSpeed reads them.
+
+    Ranks wait up to 30 minutes (or `timeout_s`, if longer) for each other to join; after that,
+    a collective that gets no answer within `timeout_s` fails (`lost_peer`) instead of waiting forever."""
     if not rdzv.distributed:
         return
     import datetime
 
     import torch.distributed as dist
+    from torch.distributed import distributed_c10d
 
     os.environ.update(rdzv.env())
     # env://, not tcp://host:port: under torchrun the agent already serves a store on MASTER_PORT
     # (TORCHELASTIC_USE_AGENT_STORE), and a second store on the same port would wait forever.
-    dist.init_process_group(backend, init_method="env://", rank=rdzv.rank, world_size=rdzv.world_size,
-                            timeout=datetime.timedelta(minutes=30))
+    slow = datetime.timedelta(seconds=max(timeout_s, _JOIN_TIMEOUT_S))
+    dist.init_process_group(backend, init_method="env://", rank=rdzv.rank, world_size=rdzv.world_size, timeout=slow)
+    global _io_group
+    _io_group = dist.new_group(backend="gloo", timeout=slow)  # CPU barriers, on GPUs too
+    distributed_c10d._set_pg_timeout(datetime.timedelta(seconds=timeout_s))
+
+
+def io_barrier() -> None:
+    """A barrier where some rank may be busy with storage for long (saving or uploading a checkpoint,
+    publishing the model): it waits up to the join timeout, not --dist-timeout. A dead peer still
+    ends it at once (its connection closes)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(group=_io_group)
+
+
+# How a dead or silent peer shows up: gloo reports a closed connection at once ("Connection closed
+# by peer", "Connection reset by peer"), or a timeout after --dist-timeout ("Timed out waiting ... for
+# recv"); NCCL an aborted communicator. torch raises DistError subclasses for most, RuntimeError for some.
+_PEER_LOST = re.compile(r"connection closed by peer|connection reset by peer|broken pipe|timed out|timeout|"
+                        r"communicator was aborted|connection refused|socket closed", re.IGNORECASE)
+
+
+def lost_peer(e: BaseException) -> bool:
+    """Whether an error in a multi-rank run means a peer rank is gone (not a bug of this rank)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if isinstance(e, dist.DistError):
+        return True
+    return isinstance(e, RuntimeError) and bool(_PEER_LOST.search(str(e)))
 
 
 def destroy_process_group() -> None:
     """Barrier, then destroy: ZeRO-3 on CPU aborts at interpreter exit without this."""
     import torch.distributed as dist
 
+    global _io_group
     if dist.is_available() and dist.is_initialized():
         try:
-            dist.barrier()
+            io_barrier()  # rank 0 may still be publishing the model
         finally:
+            _io_group = None
             dist.destroy_process_group()
 
 

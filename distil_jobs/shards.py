@@ -25,15 +25,23 @@ class Shard:
 
 
 def resolve_shard(index: int | None, count: int | None, env: Mapping[str, str] | None = None) -> Shard:
-    """Flags win; else a Slurm array task (SLURM_ARRAY_TASK_ID/COUNT, offset by TASK_MIN);
-    else a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with --num-shards = completions)."""
+    """Flags win; else a Slurm array task; else a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with
+    --num-shards = completions).
+
+    A Slurm array task with --num-shards N is shard SLURM_ARRAY_TASK_ID of N, whatever else the array
+    holds, so `sbatch --array=3 ... --num-shards 8` redoes exactly shard 3. Without --num-shards the
+    array itself is the shard set: shard ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT.
+    """
     env = os.environ if env is None else env
     source = "flags"
     if index is None and "SLURM_ARRAY_TASK_ID" in env:
-        task_min = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-        index = int(env["SLURM_ARRAY_TASK_ID"]) - task_min
-        if count is None and "SLURM_ARRAY_TASK_COUNT" in env:
-            count = int(env["SLURM_ARRAY_TASK_COUNT"])
+        task_id = int(env["SLURM_ARRAY_TASK_ID"])
+        if count is not None:
+            index = task_id
+        else:
+            index = task_id - int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            if "SLURM_ARRAY_TASK_COUNT" in env:
+                count = int(env["SLURM_ARRAY_TASK_COUNT"])
         source = "slurm-array"
     elif index is None and "JOB_COMPLETION_INDEX" in env:
         index = int(env["JOB_COMPLETION_INDEX"])
@@ -46,6 +54,9 @@ def resolve_shard(index: int | None, count: int | None, env: Mapping[str, str] |
         source = "single"
     if count < 1:
         raise DistilError(f"--num-shards {count}: must be at least 1")
+    if not 0 <= index < count and source == "slurm-array":
+        raise DistilError(f"array task {index} is out of range for {count} shard(s): submit with --array=0-{count - 1} "
+                          "(or a subset of it)")
     if not 0 <= index < count:
         raise DistilError(f"shard index {index} is out of range for {count} shard(s): use 0..{count - 1}")
     return Shard(index, count, source)

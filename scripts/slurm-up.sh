@@ -6,7 +6,9 @@
 #   sbatch --array=0-1 --cpus-per-task=1 --mem=2G slurm/precompute.sbatch --input ... --output ...
 #   scripts/slurm-down.sh [BASE]
 #
-# NODES=2 starts two slurmd daemons (node1, node2) on this host, for multi-node trials.
+# NODES=2 starts two slurmd daemons (node1, node2) on this host, for multi-node trials: both listen
+# on 127.0.0.1 (ports 17001/17002), and as root `127.0.0.1 node1 node2` is added to /etc/hosts
+# (once) so that a rendezvous on the first host of SLURM_JOB_NODELIST resolves.
 # WITH_DBD=1 adds MariaDB + slurmdbd so that `sacct` works; submitit works without it (it warns
 # "Bypassing sacct error" and still collects results), so it is off by default.
 # Exit code 3: Slurm could not be installed (tests skip on it).
@@ -43,6 +45,10 @@ if [ "$WITH_DBD" = 1 ]; then ACCT="AccountingStorageType=accounting_storage/slur
 AccountingStorageHost=localhost
 AccountingStoragePort=6819
 AccountingStoragePass=$BASE/munge/munge.sock"; else ACCT="AccountingStorageType=accounting_storage/none"; fi
+if [ "$NODES" = 2 ] && ! getent hosts node1 >/dev/null; then
+  if [ "$(id -u)" = 0 ] && [ -w /etc/hosts ]; then echo "127.0.0.1 node1 node2  # distil-jobs slurm-up.sh" >> /etc/hosts
+  else echo "slurm-up: node1/node2 do not resolve: add '127.0.0.1 node1 node2' to /etc/hosts" >&2; fi
+fi
 if [ "$NODES" = 2 ]; then
   NODELINES="NodeName=node1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17001 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 NodeName=node2 NodeHostname=localhost NodeAddr=127.0.0.1 Port=17002 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
@@ -75,6 +81,9 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
 SchedulerType=sched/backfill
+# Schedule every 2 s: by default a requeued job, eligible after cred_expire+1 s, waits for the
+# next 30-60 s scheduling pass.
+SchedulerParameters=sched_interval=2,bf_interval=2
 MpiDefault=none
 ReturnToService=2
 JobCompType=jobcomp/filetxt

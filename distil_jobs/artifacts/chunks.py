@@ -47,6 +47,8 @@ def chunk_name(start: int, end: int) -> str:
 
 
 def parquet_rows(out: Location, rel: str) -> int:
+    # Another shard wrote `rel`: a listing of data/ this process cached earlier must not hide it.
+    out._forget(rel)
     with out.fs.open(out.path(rel), "rb") as f:
         return int(pq.ParquetFile(f).metadata.num_rows)
 

@@ -133,8 +133,10 @@ class Location:
     def delete(self, rel: str) -> None:
         if self.scheme == "hf":
             repo = parse_hub_uri(self.uri)
-            _hub_api().delete_file(posixpath.join(repo.subdir, rel), repo.repo_id, repo_type=repo.repo_type,
-                                   revision=repo.revision)
+            api = _hub_api()
+            # A folder (e.g. an old checkpoint) goes in one commit; delete_file refuses folders.
+            remove = api.delete_folder if self.fs.isdir(self.path(rel)) else api.delete_file
+            remove(posixpath.join(repo.subdir, rel), repo.repo_id, repo_type=repo.repo_type, revision=repo.revision)
         elif self.exists(rel):
             self.fs.rm(self.path(rel), recursive=True)
 

@@ -62,9 +62,14 @@ def code_version() -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
-    # Images bake the commit into DISTIL_GIT_COMMIT; a source checkout asks git.
+    # DISTIL_GIT_COMMIT wins; images bake the commit into the package (GIT_COMMIT, written by the
+    # Dockerfile's package stage); a source checkout asks git.
     if os.environ.get("DISTIL_GIT_COMMIT"):
         return os.environ["DISTIL_GIT_COMMIT"]
+    baked = os.path.join(os.path.dirname(os.path.dirname(__file__)), "GIT_COMMIT")
+    if os.path.exists(baked):
+        with open(baked) as f:
+            return f.read().strip() or None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(__file__), capture_output=True,
                              text=True, timeout=5, check=False)

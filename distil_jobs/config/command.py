@@ -1,4 +1,5 @@
-"""A job's config dataclass as a click command: one option per field, `--config`, `--dry-run`.
+"""A job's config dataclass as a click command: one option per field, `--config`, `--dry-run`,
+`--wait-for-inputs` (every job: see `artifacts.wait`).
 
 Values stay strings in click and go through `fields.parse_value`, so a bad flag, env value or
 YAML value all get the same one-line error. A composed config (shared + per-method options)
@@ -27,6 +28,8 @@ from distil_jobs.config.fields import (
 )
 from distil_jobs.config.files import load_config_file
 from distil_jobs.errors import DistilError
+
+WAIT_KEY = "wait_for_inputs"  # also a key of --config files (flat or a job's section)
 
 
 def describe(job: str, cfg: Any, sources: dict[str, str]) -> str:
@@ -102,6 +105,20 @@ class JobCommand(click.Command):
                 formatter.write_dl(rows)
 
 
+def _wait_setting(flag: str | None, file_value: Any, config: str | None) -> tuple[float, str]:
+    """--wait-for-inputs in seconds and where it came from: flag > DISTIL_WAIT_FOR_INPUTS > file > 0."""
+    from distil_jobs.artifacts.wait import parse_wait
+
+    env = ENV_PREFIX + WAIT_KEY.upper()
+    if flag is not None:
+        return parse_wait(flag, "--wait-for-inputs"), "flag"
+    if os.environ.get(env):
+        return parse_wait(os.environ[env], env), "env"
+    if file_value is not None:
+        return parse_wait(file_value, f"{WAIT_KEY} in {config}"), "file"
+    return 0.0, "default"
+
+
 def build_command(
     name: str,
     cls: type,
@@ -112,20 +129,26 @@ def build_command(
 ) -> click.Command:
     """A click command for one job: its options come from the config dataclass."""
 
-    def callback(config: str | None, dry_run: bool, **flags: Any) -> None:
+    def callback(config: str | None, dry_run: bool, wait_for_inputs: str | None, **flags: Any) -> None:
+        from distil_jobs.artifacts.wait import wait_for_inputs as wait
         from distil_jobs.log import get_logger
 
         config = config or os.environ.get(ENV_PREFIX + "CONFIG")
         file_values = load_config_file(config, name, known_jobs) if config else {}
+        # Not a config field: it changes when the job starts, not what it makes (no fingerprint, no claim).
+        wait_s, wait_source = _wait_setting(wait_for_inputs, file_values.pop(WAIT_KEY, None), config)
         resolved = resolve(cls, flags, file_values, config)
         cfg = cls(**resolved.values)
         if validate:
             validate(cfg)
         text = describe(name, cfg, resolved.sources)
+        if wait_s:
+            text += f"\n{WAIT_KEY}: {wait_s:g}  # {wait_source}"
         if dry_run:
-            click.echo(text)
+            click.echo(text)  # never waits: a dry run only shows what would run
             return
         get_logger(name).info("%s", text)
+        wait(name, cfg, wait_s)
         run(cfg)
 
     params: list[click.Parameter] = [_click_option(s) for s in field_specs(cls)]
@@ -134,6 +157,10 @@ def build_command(
                                     "with one section per job.  [env: DISTIL_CONFIG]"))
     params.append(click.Option(["--dry-run", "dry_run"], is_flag=True, default=False,
                                help="Print the resolved config (secrets redacted) and exit."))
+    params.append(click.Option(["--wait-for-inputs", "wait_for_inputs"], default=None, metavar="SECONDS",
+                               help="First wait up to SECONDS for each input another job is still producing "
+                                    "(not there yet, or no manifest.json yet); on timeout exit 1, so a "
+                                    "launcher retries.  [default: 0, don't wait]  [env: DISTIL_WAIT_FOR_INPUTS]"))
     return JobCommand(name, callback=callback, params=params, help=help, short_help=help.split("\n")[0],
                       config_cls=cls)
 

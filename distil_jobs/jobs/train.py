@@ -14,7 +14,7 @@ One process:
 Online teacher, 2 local ranks (CPU: gloo, GPU: NCCL), ZeRO-2:
   distil-jobs train-student --input $DISTIL_DATA_DIR/menyo20k/train.jsonl --text-column en \\
       --pair-column yo --teacher mpnet --student minilm --nproc-per-node 2 --deepspeed-stage 2 --output out/s
-Two nodes (run one command on each; the output must be on storage both see):
+Two nodes (run one command on each; the output on storage both see, or s3:// / hf://):
   node0$ distil-jobs train-student ... --nnodes 2 --node-rank 0 --nproc-per-node 8 --master-addr node0
   node1$ distil-jobs train-student ... --nnodes 2 --node-rank 1 --nproc-per-node 8 --master-addr node0
 torchrun, Slurm (srun, one task per GPU or one per node) and Kubernetes Indexed Jobs are read
@@ -94,9 +94,10 @@ class TrainOptions:
                                               "either way).")
     save_steps: int = setting(500, "Checkpoint every N steps (0: only on preemption).", min=0)
     keep_checkpoints: int = setting(2, "Keep the newest N checkpoints (the newest is needed to resume).", min=1)
-    checkpoint_dir: str | None = setting(None, "Local/shared folder for checkpoints (default: <output>/checkpoints, "
-                                               "or a local cache folder when --output is s3:// or hf://). "
-                                               "Several nodes need one that all of them see.")
+    checkpoint_dir: str | None = setting(None, "Local/shared folder for checkpoints (default: <output>/checkpoints; "
+                                               "with an s3:// or hf:// output, <output>/checkpoints/ on the store, "
+                                               "through a local cache). Several nodes need one that all of them "
+                                               "see.")
     log_steps: int = setting(10, "Log a metrics line every N steps.", min=1)
     requeue: bool = setting(True, "On preemption under Slurm, `scontrol requeue` the job when it allows requeue.")
     wandb: bool = setting(False, "Log to wandb; only this turns it on (WANDB_API_KEY alone does not). Mode: "
@@ -122,6 +123,8 @@ class TrainOptions:
     k8s_job: str | None = setting(None, "Kubernetes Indexed Job name (default: from the pod's hostname).")
     k8s_service: str | None = setting(None, "Headless service of the Kubernetes Indexed Job (rank 0 is "
                                             "<job>-0.<service>).")
+    dist_timeout: int = setting(300, "Seconds a collective may wait for the other ranks: a rank that died or "
+                                     "hangs ends the others with exit 75 (restart from the last checkpoint).", min=1)
 
 
 def build_config() -> type:

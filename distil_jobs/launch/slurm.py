@@ -3,8 +3,8 @@
 A launch is a `LaunchSpec` (which job, its flags, the resources). `render_sbatch` shows the exact
 script submitit hands to sbatch; `submit` submits it. An array of N makes N shards, each told its
 shard with `--num-shards N --shard-index i`, so the same launch works on Slurm and locally.
-The job itself is started as a child process, so its exit code and signals behave exactly as
-when it is run by hand.
+The job itself is started as a child process (`jobcall.JobCall`), so its exit code and signals
+behave exactly as when it is run by hand.
 """
 
 from __future__ import annotations
@@ -18,11 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distil_jobs.errors import DistilError, PreemptedError, first_line
+from distil_jobs.errors import DistilError, first_line
 from distil_jobs.jobs import sharded_jobs
+from distil_jobs.launch.container import Container
+from distil_jobs.launch.jobcall import PREEMPTED, JobCall
 
-PREEMPTED = PreemptedError.exit_code  # the job saved its state and wants to be resumed
+__all__ = ["BACKENDS", "PREEMPTED", "JobCall", "LaunchSpec", "absolute_folder", "executor", "render_sbatch", "submit"]
 BACKENDS = ("slurm", "local")
+GRACE_MARGIN_S = 15  # of submitit's pre-timeout signal, kept for requeueing after the job saved
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,25 +44,43 @@ class LaunchSpec:
     account: str | None = None
     signal_delay_s: int = 120
     setup: tuple[str, ...] = ()  # shell lines run before the job (module load, source venv, ...)
-    extra: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {"qos": "high"}
+    qos: str | None = None
+    dependency: str | None = None  # e.g. "afterok:1234": start after that job succeeded
+    container: Container | None = None
+    env_file: str | None = None  # absolute path, read on the node (secrets never enter the script)
+    extra: dict[str, Any] = field(default_factory=dict)  # any other sbatch option, e.g. {"constraint": "a100"}
 
     @property
     def name(self) -> str:
         return f"distil-{self.job}"
 
+    @property
+    def grace_s(self) -> float:
+        """How long a preempted job may take to save, of submitit's signal_delay_s."""
+        return float(max(self.signal_delay_s - GRACE_MARGIN_S, self.signal_delay_s / 2))
+
+    def call(self, args: tuple[str, ...]) -> JobCall:
+        launcher = self.container.launcher(self.gpus_per_node > 0) if self.container else ()
+        return JobCall(self.job, args, launcher, self.env_file, self.grace_s)
+
     def calls(self) -> list[JobCall]:
         """One call per array task (or a single one)."""
         if not self.array:
-            return [JobCall(self.job, self.args)]
+            return [self.call(self.args)]
         if self.job not in sharded_jobs():
             raise DistilError(f"--array applies to sharded jobs ({', '.join(sharded_jobs())}), not {self.job}: "
                               "use --nodes for train-student")
         if any(a.startswith(("--num-shards", "--shard-index")) for a in self.args):
             raise DistilError("--array sets --num-shards/--shard-index for each task: remove them from the job flags")
-        return [JobCall(self.job, (*self.args, "--num-shards", str(self.array), "--shard-index", str(i)))
+        return [self.call((*self.args, "--num-shards", str(self.array), "--shard-index", str(i)))
                 for i in range(self.array)]
 
-    def slurm_parameters(self) -> dict[str, Any]:
+    @property
+    def python(self) -> str | None:
+        """The Python that runs submitit on the node: the image's under pyxis, else this one."""
+        return self.container.python if self.container and self.container.pyxis else None
+
+    def slurm_parameters(self, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """sbatch options, named as submitit's SlurmExecutor names them."""
         params: dict[str, Any] = {
             "job_name": self.name,
@@ -78,6 +99,12 @@ class LaunchSpec:
             params["partition"] = self.partition
         if self.account:
             params["account"] = self.account
+        if self.qos:
+            params["qos"] = self.qos
+        if self.dependency:
+            params["dependency"] = self.dependency
+        if self.container and self.container.pyxis and folder is not None:
+            params["srun_args"] = self.container.srun_args(absolute_folder(folder), self.env_file)
         if self.array_parallelism:
             params["array_parallelism"] = self.array_parallelism
         if self.setup:
@@ -85,38 +112,6 @@ class LaunchSpec:
         # train-student exits 75 after a checkpoint on preemption; the job may then be requeued.
         params["additional_parameters"] = {"requeue": True, **self.extra}
         return params
-
-
-try:  # submitit is an extra; without it the module still imports (for --help and rendering errors)
-    from submitit.helpers import Checkpointable as _Base
-except ImportError:  # pragma: no cover - exercised only without the slurm extra
-    _Base = object  # type: ignore[assignment,misc]
-
-
-class JobCall(_Base):  # type: ignore[misc,valid-type]
-    """`distil-jobs <job> <args>` as a picklable callable: what submitit runs on the node.
-
-    Checkpointable: when submitit's own time-limit signal arrives, it requeues this same call,
-    and the job resumes from its --output (chunks, checkpoints) by itself.
-    """
-
-    def __init__(self, job: str, args: tuple[str, ...]) -> None:
-        self.job = job
-        self.args = tuple(args)
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "distil_jobs.cli", self.job, *self.args]
-
-    def __call__(self) -> str:
-        done = subprocess.run(self.command(), check=False)
-        if done.returncode == PREEMPTED:
-            return f"{self.job}: preempted after saving its state (exit {PREEMPTED}); rerun to resume"
-        if done.returncode != 0:
-            raise RuntimeError(f"{self.job} exited with code {done.returncode}; see this task's log")
-        return f"{self.job}: done"
-
-    def __repr__(self) -> str:
-        return f"JobCall({self.job!r}, {self.args!r})"
 
 
 def _submitit() -> Any:
@@ -127,17 +122,23 @@ def _submitit() -> Any:
     return submitit
 
 
+def absolute_folder(folder: str | os.PathLike[str]) -> str:
+    """The folder as submitit uses it: absolute, from the current directory (%j kept)."""
+    return str(Path(folder).expanduser().absolute())
+
+
 def render_sbatch(spec: LaunchSpec, folder: str | os.PathLike[str], python: str | None = None) -> str:
     """The sbatch script submitit submits for `spec` (no Slurm needed to render it)."""
     _submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
-    python = python or sys.executable
-    command = f"{shlex.quote(python)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
-    params = spec.slurm_parameters()
+    folder = absolute_folder(folder)
+    python = python or spec.python or shlex.quote(sys.executable)
+    command = f"{python} -u -m submitit.core._submit {shlex.quote(folder)}"
+    params = spec.slurm_parameters(folder)
     if spec.array:
         params["map_count"] = spec.array
-    return str(_make_sbatch_string(command=command, folder=str(folder), **params))
+    return str(_make_sbatch_string(command=command, folder=folder, **params))
 
 
 def executor(spec: LaunchSpec, backend: str, folder: str | os.PathLike[str]) -> Any:
@@ -149,11 +150,11 @@ def executor(spec: LaunchSpec, backend: str, folder: str | os.PathLike[str]) -> 
     Path(str(folder).split("%j")[0]).mkdir(parents=True, exist_ok=True)
     if backend == "slurm":
         try:
-            ex = submitit.SlurmExecutor(folder=str(folder))
+            ex = submitit.SlurmExecutor(folder=absolute_folder(folder), python=spec.python)
         except RuntimeError:
             raise DistilError("no Slurm here ('srun' not found): use --backend local, or submit from a login "
                               "node (scripts/slurm-up.sh starts a private cluster for trials)") from None
-        ex.update_parameters(**spec.slurm_parameters())
+        ex.update_parameters(**spec.slurm_parameters(folder))
         return ex
     ex = submitit.LocalExecutor(folder=str(folder))
     ex.update_parameters(timeout_min=spec.timeout_min, cpus_per_task=spec.cpus_per_task,

@@ -22,7 +22,7 @@ from distil_jobs.train.methods.base import Method, Metric
 
 log = logging.getLogger("distil_jobs.train.guard")
 BEST = "best"  # checkpoint sub-folder of the best evaluation step
-_BEST_INFO = "best.json"
+BEST_INFO = "best.json"
 
 
 def watched_metrics(method: Method) -> list[Metric]:
@@ -99,7 +99,7 @@ class BestTracker:
         self.step: int | None = None
         self.value: float | None = None
         self.metrics: dict[str, float] = {}
-        path = os.path.join(self.root, _BEST_INFO)
+        path = os.path.join(self.root, BEST_INFO)
         if os.path.exists(path):
             with open(path) as f:
                 info = json.load(f)
@@ -115,8 +115,8 @@ class BestTracker:
         if not write:
             return
         os.makedirs(self.root, exist_ok=True)
-        tmp = os.path.join(self.root, f".tmp-{_BEST_INFO}")
+        tmp = os.path.join(self.root, f".tmp-{BEST_INFO}")
         with open(tmp, "w") as f:
             json.dump({"metric": self.metric.name, "step": step, "value": self.value, "metrics": metrics}, f)
-        os.replace(tmp, os.path.join(self.root, _BEST_INFO))
+        os.replace(tmp, os.path.join(self.root, BEST_INFO))
         log.info("new best %s = %.5f at step %d", self.metric.name, self.value, step)

@@ -17,18 +17,21 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import time
+import uuid
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from distil_jobs.distributed import Rendezvous
+from distil_jobs.distributed import Rendezvous, io_barrier
 from distil_jobs.errors import DistilError, PreemptedError
 from distil_jobs.log import log_metrics
 from distil_jobs.train import checkpoints
+from distil_jobs.train.checkpoint_store import CheckpointStore
 from distil_jobs.train.guard import BestTracker
 from distil_jobs.train.methods.base import Method, MethodSetup
 from distil_jobs.train.nonfinite import NonFiniteGuard
@@ -56,7 +59,8 @@ def steps_per_epoch(train_rows: int, world: int, cfg: Any) -> int:
 
 class Trainer:
     def __init__(self, cfg: Any, rdzv: Rendezvous, method: Method, setup: MethodSetup, ckpt_root: str,
-                 tracker: Tracker, device: torch.device, bf16: bool, best: BestTracker | None = None) -> None:
+                 tracker: Tracker, device: torch.device, bf16: bool, best: BestTracker | None = None,
+                 stores: dict[str, CheckpointStore] | None = None) -> None:
         self.cfg, self.rdzv, self.method, self.student = cfg, rdzv, method, setup.student
         self.train_rows, self.lr_groups = setup.train_rows, setup.lr_groups
         self.ckpt_root, self.tracker, self.device, self.bf16 = ckpt_root, tracker, device, bf16
@@ -72,6 +76,9 @@ class Trainer:
         self.bar: Any = None
         self.best = best  # --keep-best: the evaluation step to publish instead of the last
         self.nonfinite = NonFiniteGuard(cfg.skip_nonfinite)
+        # An object-store output: each checkpoint root (local folder) is mirrored to its store.
+        self.stores = stores or {}
+        self.restarts = 0  # times this run resumed from a checkpoint (kept in the checkpoints, in the manifest)
         self._build()
 
     # ------------------------------------------------------------ setup
@@ -113,27 +120,45 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
 
-    def save(self, root: str | None = None, keep: int | None = None) -> None:
-        """A complete checkpoint of this step under `root` (default: the run's checkpoints), every rank."""
+    def save(self, root: str | None = None, keep: int | None = None, extra: dict[str, Any] | None = None) -> None:
+        """A complete checkpoint of this step under `root` (default: the run's checkpoints), every rank;
+        with an object-store output also on the store (checkpoint_store)."""
         root = root or self.ckpt_root
+        keep = keep or self.cfg.keep_checkpoints
+        store = self.stores.get(root)
         tmp = checkpoints.tmp_dir(root, self.step)
         if self.is_main:
             checkpoints.prepare(root, self.step)
         self.barrier()
+        os.makedirs(tmp, exist_ok=True)  # a node that does not share rank 0's folder writes into its own
         if self.use_deepspeed:
             self.engine.save_checkpoint(tmp, tag="state", client_state={"step": self.step})
         elif self.is_main:
             torch.save({"model": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
                         "scheduler": self.scheduler.state_dict(), "step": self.step}, os.path.join(tmp, "state.pt"))
+        if self.is_main and store is not None and root == self.ckpt_root and os.path.exists(self.tracker.path):
+            # The curve so far travels with the checkpoint: a restart on an empty cache keeps it.
+            shutil.copyfile(self.tracker.path, os.path.join(tmp, "metrics.jsonl"))
         checkpoints.save_rng(tmp, self.rank)
         self.barrier()
-        if self.is_main:
-            final = checkpoints.publish(root, self.step, {"step": self.step, "world_size": self.world,
-                                                          "deepspeed": self.use_deepspeed,
-                                                          "nonfinite_steps": self.nonfinite.count,
-                                                          "epoch": self.step // self.steps_per_epoch},
-                                        keep or self.cfg.keep_checkpoints)
-            log.info("checkpoint saved: %s", final)
+        info = {"step": self.step, "world_size": self.world, "deepspeed": self.use_deepspeed,
+                "nonfinite_steps": self.nonfinite.count, "epoch": self.step // self.steps_per_epoch,
+                "restarts": self.restarts, "save_id": uuid.uuid4().hex} | (extra or {})
+        if store is not None:
+            store.upload(tmp, self.step, self.rank)  # every rank its own files
+            self.barrier()
+            if self.is_main:
+                store.mark_done(self.step, info)  # last: only now may a reader use this step
+                store.prune(keep)
+                log.info("checkpoint saved: %s/step-%d", store.uri, self.step)
+        if store is not None and self.rdzv.nnodes > 1:
+            # Each node holds only its own ranks' files: not a usable cache; the store has the whole step.
+            if (self.rdzv.local_rank or 0) == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+        elif self.is_main:
+            final = checkpoints.publish(root, self.step, info, keep)
+            if store is None:
+                log.info("checkpoint saved: %s", final)
         self.barrier()
 
     def resume(self) -> bool:
@@ -157,7 +182,9 @@ class Trainer:
             self.step = int(state["step"])
         checkpoints.load_rng(folder, self.rank)
         self.nonfinite.count = int(info.get("nonfinite_steps", 0))
-        log.info("resumed from %s at step %d/%d", folder, self.step, self.total_steps)
+        self.restarts = int(info.get("restarts", 0)) + 1
+        log.info("resumed from %s at step %d/%d (restart %d of this run)", folder, self.step, self.total_steps,
+                 self.restarts)
         return True
 
     def load_weights(self, folder: str) -> None:
@@ -172,8 +199,9 @@ class Trainer:
     # ------------------------------------------------------------ collectives
 
     def barrier(self) -> None:
+        """Around checkpoints: a rank may be writing or uploading for longer than --dist-timeout."""
         if self.world > 1:
-            dist.barrier()
+            io_barrier()
 
     def rank0_says(self, flag: bool) -> bool:
         """Rank 0's decision, on every rank (their metrics agree, but a decision must be one)."""
@@ -265,7 +293,9 @@ class Trainer:
         if self.best is None or not self.rank0_says(self.best.improves(metrics)):
             return
         if self.step < self.total_steps:
-            self.save(root=self.best.root, keep=1)
+            best = {"metric": self.best.metric.name, "step": self.step,
+                    "value": float(metrics[self.best.metric.name]), "metrics": metrics}
+            self.save(root=self.best.root, keep=1, extra={"best": best})  # on a store, the marker says it
         self.best.record(self.step, metrics, write=self.is_main)
 
     def _published_metrics(self, final: dict[str, float]) -> dict[str, float]:
@@ -273,6 +303,11 @@ class Trainer:
         best = self.best
         if best is None or best.step is None or best.step == self.step:
             return final
+        store = self.stores.get(best.root)
+        if store is not None:  # several nodes keep no whole checkpoint locally: every node pulls it
+            if (self.rdzv.local_rank or 0) == 0:
+                store.sync_cache(best.root, best.step)
+            self.barrier()
         folder = checkpoints.latest(best.root)
         if folder is None or checkpoints.read_info(folder)["step"] != best.step:
             raise DistilError(f"the best checkpoint (step {best.step}) is missing under {best.root}: rerun with a "

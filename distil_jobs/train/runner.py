@@ -28,12 +28,15 @@ from distil_jobs.distributed import (
     backend_for,
     destroy_process_group,
     init_process_group,
+    io_barrier,
+    lost_peer,
     resolve_rendezvous,
 )
-from distil_jobs.errors import DistilError, PreemptedError
+from distil_jobs.errors import DistilError, PreemptedError, first_line
 from distil_jobs.jobs import JobSpec, job
 from distil_jobs.models.encoder import pick_attention, pick_device
 from distil_jobs.models.registry import cache_dir
+from distil_jobs.train.checkpoint_sync import drop_store_checkpoints, restore_from_stores
 from distil_jobs.train.cpu import keep_freed_memory, share_cores
 from distil_jobs.train.optim import uses_deepspeed
 
@@ -59,7 +62,8 @@ def run_training(cfg: Any, job_name: str) -> None:
 
 def work_dir(out: Location) -> str:
     """Where checkpoints and metrics live while training: the output itself when it is a local folder,
-    else a local cache folder named after the output (checkpoints stay off object stores)."""
+    else a local cache folder named after the output (only a cache: the checkpoints are mirrored on the
+    output's store, see checkpoint_store)."""
     if out.is_local:
         return out.root
     return str(cache_dir() / "runs" / hashlib.sha256(out.uri.encode()).hexdigest()[:16])
@@ -90,13 +94,25 @@ def train_worker(cfg: Any, job_name: str) -> None:
         keep_freed_memory()
         share_cores(rdzv.nproc_per_node)
     log.info("%s", rdzv.describe())
-    init_process_group(rdzv, backend_for(device.type, cfg.backend))
+    if os.environ.get("SLURM_RESTART_COUNT") and (rdzv.rank or 0) == 0:
+        # Slurm's count of requeues of this job; the manifest's `restarts` counts resumes from a checkpoint.
+        log.info("Slurm job %s restart count: %s", os.environ.get("SLURM_JOB_ID", "?"),
+                 os.environ["SLURM_RESTART_COUNT"])
+    init_process_group(rdzv, backend_for(device.type, cfg.backend), cfg.dist_timeout)
     clean = False
     try:
         _train(cfg, rdzv, device, job(job_name))
         clean = True
     except PreemptedError:
         clean = True
+        raise
+    except Exception as e:
+        if rdzv.distributed and lost_peer(e):
+            # A rank died (its connection closed) or stopped answering (--dist-timeout): waiting longer
+            # cannot help. Exit 75 so the launcher restarts the whole group from the newest checkpoint.
+            log.error("a peer rank was lost (%s): exiting 75 so the whole group restarts from the last "
+                      "checkpoint", first_line(e))
+            raise PreemptedError(f"a peer rank was lost ({first_line(e)})") from None
         raise
     finally:
         if clean:
@@ -110,16 +126,23 @@ def train_worker(cfg: Any, job_name: str) -> None:
 
 def _barrier(rdzv: Rendezvous) -> None:
     if rdzv.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+        io_barrier()  # rank 0 may have spent long claiming the output
 
 
-def _checkpoint_root(cfg: Any, rdzv: Rendezvous, out: Location, folder: str) -> str:
-    if rdzv.nnodes > 1 and not out.is_local and not cfg.checkpoint_dir:
-        raise DistilError(f"{rdzv.nnodes} nodes with --output {out.uri}: checkpoints need a folder every node "
-                          "sees; pass --checkpoint-dir on shared storage")
+def _checkpoint_root(cfg: Any, folder: str) -> str:
     return cfg.checkpoint_dir or os.path.join(folder, "checkpoints")
+
+
+def _stores(cfg: Any, out: Location, ckpt_root: str) -> dict[str, Any]:
+    """An object-store output without --checkpoint-dir keeps its checkpoints on the store (and the
+    --keep-best checkpoint under checkpoints/best/): local folder → store."""
+    from distil_jobs.train.checkpoint_store import CheckpointStore
+    from distil_jobs.train.guard import BEST
+
+    if out.is_local or cfg.checkpoint_dir:
+        return {}
+    return {ckpt_root: CheckpointStore.of_output(out), os.path.join(ckpt_root, BEST):
+            CheckpointStore.of_output(out, BEST)}
 
 
 def _method(cfg: Any, device: torch.device, bf16: bool, spec: JobSpec) -> Any:
@@ -156,10 +179,13 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device, spec: JobSpec) -> N
     fingerprint = fingerprint_of(cfg) | content_of(cfg)  # the inputs' content included, not only their names
     if completed(out, spec.output_kind, fingerprint):
         log.info("%s is already complete (manifest present): nothing to do", out.uri)
+        if is_main and not out.is_local and not cfg.checkpoint_dir:
+            drop_store_checkpoints(out)  # left by a run stopped between its manifest and the clean-up
         return
     folder = work_dir(out)
     ensure_writable_dir(folder, out.uri)
-    ckpt_root = _checkpoint_root(cfg, rdzv, out, folder)
+    ckpt_root = _checkpoint_root(cfg, folder)
+    stores = _stores(cfg, out, ckpt_root)
 
     bf16 = precision(cfg, device)
     method = _method(cfg, device, bf16, spec)
@@ -170,13 +196,23 @@ def _train(cfg: Any, rdzv: Rendezvous, device: torch.device, spec: JobSpec) -> N
     best = BestTracker(metric_named(method, cfg.keep_best), ckpt_root) if cfg.keep_best else None
     steps_per_epoch(setup.train_rows, rdzv.world_size, cfg)  # too few rows: said before anything is claimed
     if is_main:
-        claim_output(out, spec.name, fingerprint, produced=lambda: bool(checkpoints.complete_steps(ckpt_root)))
+        claim_output(out, spec.name, fingerprint, produced=lambda: bool(
+            checkpoints.complete_steps(ckpt_root) or any(s.complete_steps() for s in stores.values())))
     _barrier(rdzv)
+    if stores:
+        restore_from_stores(stores, rdzv, folder)
+        if best is not None:
+            best = BestTracker(best.metric, ckpt_root)  # as restored from the store
 
     tracker = _tracker(cfg, folder, out, is_main, ckpt_root, method.headline.name)
-    trainer = Trainer(cfg, rdzv, method, setup, ckpt_root, tracker, device, bf16, best)
+    trainer = Trainer(cfg, rdzv, method, setup, ckpt_root, tracker, device, bf16, best, stores)
     final_metrics = trainer.run()
     _publish(cfg, rdzv, out, folder, method, setup, trainer, tracker, final_metrics, fingerprint, spec)
+    if stores:
+        if is_main:
+            drop_store_checkpoints(out)  # the manifest is written: the output keeps only the run's result
+        if (rdzv.local_rank or 0) == 0:
+            shutil.rmtree(ckpt_root, ignore_errors=True)  # the cache of a finished run
 
 
 def _publish(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: Any, setup: Any, trainer: Any,
@@ -215,6 +251,7 @@ def _write_run(cfg: Any, rdzv: Rendezvous, out: Location, folder: str, method: A
         fingerprint=fingerprint, method=method.name, **setup.manifest, steps=trainer.total_steps,
         world_size=rdzv.world_size, deepspeed=trainer.use_deepspeed, final_metrics=final_metrics,
         untrained_metrics=untrained, dev_rows=setup.dev_rows, nonfinite_steps=trainer.nonfinite.count,
+        restarts=trainer.restarts,
         watched=[m.name for m in watched], regressions=worse,
         published_step=trainer.best.step if trainer.best and trainer.best.step is not None else trainer.step,
         headline={"metric": headline.name, "higher_is_better": headline.higher_is_better,

@@ -99,12 +99,13 @@ class SlurmCluster:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A private one-node Slurm (slurmctld + slurmd + munge on 127.0.0.1) from scripts/slurm-up.sh."""
+    """A private two-node Slurm (slurmctld + slurmd node1, node2 + munge on 127.0.0.1) from scripts/slurm-up.sh:
+    multi-node jobs span both; array tasks and single-node jobs run on either."""
     # Not under pytest's tmp dir: munged runs as the 'munge' user and must reach its socket folder.
     base = Path(tempfile.mkdtemp(prefix="distil-slurm-", dir="/tmp"))
     base.chmod(0o755)
     up = subprocess.run([str(REPO / "scripts" / "slurm-up.sh"), str(base)], capture_output=True, text=True,
-                        timeout=300, check=False)
+                        timeout=300, check=False, env={**os.environ, "NODES": "2"})
     if up.returncode == 3:
         pytest.skip(f"Slurm is not installed and apt-get could not install it: {up.stderr.strip()}")
     if up.returncode != 0:

@@ -1,7 +1,8 @@
 """The CPU image, built and run for real with a private dockerd (scripts/dockerd-up.sh).
 
-The build installs ~550 MB of wheels onto Docker's vfs storage: the costliest test (about 10 minutes
-on 2 idle cores, measured numbers in docs/launchers.md), which is why it carries the `slow` marker too.
+The build installs ~570 MB of wheels onto Docker's vfs storage: the costliest test (10 min on 2 idle
+cores before the dependency/package layer split, 31 min for the uncached build alone on 2 loaded
+cores after it; measured numbers in images/README.md), which is why it carries the `slow` marker too.
 The base image is made locally with mmdebstrap (scripts/docker-base-image.sh): no registry is needed.
 """
 
@@ -74,3 +75,19 @@ def test_image_embeds_rows_as_a_non_root_user_and_records_the_commit(image, dock
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     assert manifest["code"]["git_commit"] == (commit or "unknown")
     assert (out / "emb" / "manifest.json").stat().st_uid == 1000
+
+
+def test_the_package_is_a_small_layer_of_its_own_above_the_dependencies(image, docker_env):
+    """A code change rebuilds and ships only the top layer (measured numbers: images/README.md)."""
+    history = sh("docker", "history", "--no-trunc", "--format", "{{.Size}}|{{.CreatedBy}}", image,
+                 env=docker_env).stdout.splitlines()
+    layers = [(size, step) for size, step in (line.split("|", 1) for line in history) if size not in ("0B", "0")]
+    (pkg_size, pkg_step), (deps_size, deps_step) = layers[0], layers[1]
+    assert "/opt/distil" in pkg_step and "/opt/venv" in deps_step
+    units = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
+
+    def size(text: str) -> float:
+        number = text.rstrip("kMGB")
+        return float(number) * units[text[len(number):]]
+
+    assert size(pkg_size) < 20e6 < 500e6 < size(deps_size)

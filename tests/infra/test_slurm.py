@@ -139,3 +139,66 @@ def test_train_script_requeues_a_job_that_exits_75(slurm_cluster, tmp_path):
     assert "ran train-student --config train.yaml restart=0" in text
     assert "requeueing job" in text
     assert "ran train-student --config train.yaml restart=1" in text
+
+
+def sbatch_precompute(logs: Path, array: str, rows: Path, out: Path, *extra: str) -> str:
+    submitted = subprocess.run(["sbatch", "--parsable", f"--array={array}", *SMALL, f"--output={logs}/%x-%A_%a.out",
+                                str(REPO / "slurm" / "precompute.sbatch"), "--input", str(rows), "--output", str(out),
+                                *JOB_FLAGS, *extra], capture_output=True, text=True, timeout=60, check=True)
+    return submitted.stdout.strip().split(";")[0]
+
+
+def test_the_documented_single_shard_rerun_fills_exactly_the_missing_shard(slurm_cluster, menyo_rows,
+                                                                            one_shard_rows, tmp_path):
+    """`sbatch --array=1 slurm/precompute.sbatch ... --num-shards 2` after only shard 0 was done."""
+    out, logs = tmp_path / "emb", tmp_path / "logs"
+    logs.mkdir()
+    assert wait_for_job(sbatch_precompute(logs, "0", menyo_rows, out, "--num-shards", "2")) == ["0:0"]
+    assert [p.name for p in (out / "_shards").glob("*.done")] == ["shard-00000-of-00002.done"]
+    assert not (out / "manifest.json").exists()
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "data").glob("*.parquet")}
+
+    assert wait_for_job(sbatch_precompute(logs, "1", menyo_rows, out, "--num-shards", "2")) == ["0:0"]
+    assert_complete_two_shard_artifact(out, one_shard_rows)
+    assert all((out / "data" / name).stat().st_mtime_ns == t for name, t in first.items())  # shard 0 untouched
+
+
+def test_submit_to_an_unknown_partition_is_refused_before_the_queue(slurm_cluster, cli, tmp_path):
+    done = cli("submit", "--job", "precompute-embeddings", "--partition", "gpu-h100", "--folder",
+               str(tmp_path / "s"), "--", "--input", "x.jsonl", "--output", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == ("error: --partition gpu-h100: no such partition on this cluster "
+                                                    "(sinfo lists debug): pass one of them")
+    assert not (tmp_path / "s").exists()
+
+
+def test_pyxis_is_refused_on_a_cluster_without_it(slurm_cluster, cli, tmp_path):
+    done = cli("submit", "--job", "precompute-embeddings", "--container-image", "distil-jobs:cpu", "--folder",
+               str(tmp_path / "s"), "--", "--input", "x.jsonl", "--output", str(tmp_path / "o"))
+    assert done.returncode == 2 and "--container-image needs the pyxis plugin" in done.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_env_file_secrets_reach_the_job_and_nothing_else(slurm_cluster, s3_server, menyo_rows, tmp_path):
+    """The S3 keys only in an --env-file (mode 600): the job on Slurm writes to S3 with them, and
+    neither the submitted script nor submitit's pickles nor the logs hold them."""
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"AWS_ACCESS_KEY_ID={s3_server.access_key}\nAWS_SECRET_ACCESS_KEY={s3_server.secret_key}\n")
+    env_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    folder, out = tmp_path / "submitit", s3_server.uri("envfile/emb")
+    done = subprocess.run([sys.executable, "-m", "distil_jobs.cli", "submit", "--job", "precompute-embeddings",
+                           "--cpus-per-task", "1", "--mem-gb", "2", "--time-min", "30", "--env-file", str(env_file),
+                           "--folder", f"{folder}/%j", "--wait", "--", "--input", str(menyo_rows), "--output", out,
+                           "--max-rows", "60", *JOB_FLAGS],
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = subprocess.run([sys.executable, "-m", "distil_jobs.cli", "inspect", out], capture_output=True, text=True,
+                           check=True)
+    assert json.loads(shown.stdout)["rows"] == 60
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name.endswith("_submission.sh") for p in written) and any(p.suffix == ".out" for p in written)
+    for p in written:
+        data = p.read_bytes()
+        assert s3_server.secret_key.encode() not in data and s3_server.access_key.encode() not in data, p
+    assert s3_server.secret_key not in done.stdout + done.stderr

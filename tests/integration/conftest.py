@@ -48,6 +48,12 @@ class LocalHub:
     def delete_file(self, path_in_repo, repo_id, repo_type="model", revision="main"):
         (self._repo(repo_id, repo_type) / path_in_repo).unlink()
 
+    def delete_folder(self, path_in_repo, repo_id, repo_type="model", revision="main"):
+        import shutil
+
+        shutil.rmtree(self._repo(repo_id, repo_type) / path_in_repo)
+        self.commits.append({"message": f"delete {path_in_repo}", "files": [path_in_repo]})
+
 
 class MainBranchFileSystem(DirFileSystem):
     """Reads the double's folders with HfFileSystem's paths (`org/name@main/...`)."""

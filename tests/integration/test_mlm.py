@@ -159,7 +159,8 @@ def _refused(done: object, out: Path, *words: str) -> None:
 
 
 def test_bad_inputs_are_one_line_errors_without_an_artifact(mlm_corpus: Path, mlm_teacher: Path,
-                                                            topk_targets: Path, tmp_path: Path) -> None:
+                                                            topk_targets: Path, mpnet_path: str,
+                                                            tmp_path: Path) -> None:
     out = tmp_path / "refused"
     online = ["--input", str(mlm_corpus), "--max-steps", "2"]
     # the vocabularies differ (MPNet's tokenizer against MiniLM's)
@@ -176,7 +177,8 @@ def test_bad_inputs_are_one_line_errors_without_an_artifact(mlm_corpus: Path, ml
     _refused(_train(out, *stored, "--teacher", str(other)), out, "teacher", str(other))
 
 
-def test_token_counts_of_another_vocabulary_are_refused(mlm_corpus: Path, mlm_teacher: Path, tmp_path: Path) -> None:
+def test_token_counts_of_another_vocabulary_are_refused(mlm_corpus: Path, mlm_teacher: Path, mpnet_path: str,
+                                                        tmp_path: Path) -> None:
     counts = tmp_path / "counts-mpnet"
     run_cli("count-tokens", "--input", str(mlm_corpus), "--model", "mpnet", "--output", str(counts), check=True)
     out = tmp_path / "refused"

@@ -122,7 +122,7 @@ def _refused(done, out: Path, *words: str) -> None:
 
 
 def test_bad_inputs_are_one_line_errors_without_an_artifact(qa_logits: Path, qa_teacher: Path, squad_small: Path,
-                                                            tmp_path: Path) -> None:
+                                                            mpnet_path: str, tmp_path: Path) -> None:
     out = tmp_path / "refused"
     rows = [json.loads(line) for line in squad_small.read_text(encoding="utf-8").splitlines()]
     shifted, unanswered = tmp_path / "shifted.jsonl", tmp_path / "unanswered.jsonl"

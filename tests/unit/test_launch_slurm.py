@@ -73,7 +73,7 @@ def test_submit_rejects_an_unknown_job(cli):
 def test_sbatch_scripts_are_valid_bash_and_pass_the_job_flags_through(script):
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    assert re.search(r'distil-jobs\}? [a-z-]+ "\$@"', text), "job flags must pass through as \"$@\""
+    assert re.search(r'"\$\{cmd\[@\]\}" [a-z-]+ "\$@"', text), "job flags must pass through as \"$@\""
 
 
 def test_train_script_signals_before_the_limit_and_requeues_on_75():
@@ -92,6 +92,6 @@ def test_launcher_scripts_pass_shellcheck():
     scripts = [*sorted((REPO / "slurm").glob("*.sbatch")),
                *[REPO / "scripts" / n for n in ("s3-up.sh", "s3-down.sh", "slurm-up.sh", "slurm-down.sh",
                                                 "dockerd-up.sh", "dockerd-down.sh", "docker-build.sh",
-                                                "docker-base-image.sh")]]
+                                                "docker-base-image.sh")], REPO / "slurm" / "pipeline.sh"]
     done = subprocess.run([shellcheck, "-S", "warning", *map(str, scripts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -19,6 +19,20 @@ def test_slurm_array_offset_by_task_min():
     assert resolve_shard(None, None, env) == Shard(2, 4, "slurm-array")
 
 
+def test_with_num_shards_the_array_task_id_is_the_shard_index():
+    # The documented rerun of one shard: `sbatch --array=3 slurm/precompute.sbatch ... --num-shards 8`.
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "1", "SLURM_ARRAY_TASK_MIN": "3"}
+    assert resolve_shard(None, 8, env) == Shard(3, 8, "slurm-array")
+    assert resolve_shard(None, None, env) == Shard(0, 1, "slurm-array")  # without it: the array is the shard set
+    # --array=0-7 with --num-shards 8 is the same as without it.
+    assert resolve_shard(None, 8, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "8"}) == Shard(5, 8, "slurm-array")
+
+
+def test_an_array_task_beyond_num_shards_names_the_array_to_submit():
+    with pytest.raises(DistilError, match=r"array task 9 is out of range for 8 shard\(s\): submit with --array=0-7"):
+        resolve_shard(None, 8, {"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "10"})
+
+
 def test_kubernetes_indexed_job_needs_the_shard_count():
     assert resolve_shard(None, 3, {"JOB_COMPLETION_INDEX": "2"}) == Shard(2, 3, "k8s-indexed-job")
     with pytest.raises(DistilError, match="pass --num-shards"):
