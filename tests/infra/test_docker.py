@@ -1,8 +1,8 @@
 """The CPU image, built and run for real with a private dockerd (scripts/dockerd-up.sh).
 
-The build installs ~570 MB of wheels onto Docker's vfs storage: the costliest test (10 min on 2 idle
-cores before the dependency/package layer split, 31 min for the uncached build alone on 2 loaded
-cores after it; measured numbers in images/README.md), which is why it carries the `slow` marker too.
+The build installs ~570 MB of wheels: about 4 min for the whole module on overlay2, which
+scripts/dockerd-up.sh uses wherever an overlay mounts, but 19 min on the vfs fallback (numbers in
+images/README.md), which is why it carries the `slow` marker too.
 The base image is made locally with mmdebstrap (scripts/docker-base-image.sh): no registry is needed.
 """
 

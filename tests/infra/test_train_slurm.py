@@ -4,8 +4,10 @@ resumes from that checkpoint and publishes the student."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -74,11 +76,25 @@ def trained_steps(out) -> int:
                 if '"loss"' in line), default=0)
 
 
-def wait_until(what, condition, timeout: float = 600) -> None:
+def wait_until(what, condition, timeout: float = 600, context=lambda: "") -> None:
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, f"timed out waiting for {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}\n{context()}"
         time.sleep(0.5)
+
+
+def rank_pids(out) -> list[int]:
+    """The train-student ranks writing to `out` (python processes, not the srun that started them):
+    the loopback nodes run on this host, so the test can reach them as a busy machine would."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"distil_jobs.cli" in argv and str(out).encode() in argv and b"python" in Path(argv[0].decode()).name.encode():
+            pids.append(int(cmdline.parent.name))
+    return pids
 
 
 def assert_same_weights(a, b) -> None:
@@ -123,8 +139,11 @@ def test_train_script_on_two_nodes_saves_before_a_real_time_limit_and_resumes(sl
     env); the time limit really expires: Slurm's --signal=USR1@60 warning reaches both ranks, they
     save and exit 75, the script requeues, the job resumes and publishes the student.
 
-    The limit is cut to the minute after training has started (scontrol update), so the warning
-    cannot land while the ranks are still importing torch; Slurm checks limits every 30 s."""
+    The machine's speed must not decide the outcome (a fast one once finished all 40 steps before
+    the warning came). So once training has started, the ranks are frozen with SIGSTOP, as on an
+    overloaded node, and the limit is cut to a minute or two; Slurm's warning wakes them. Slurm
+    checks limits every 30 s, and the limit ends at least 65 s after the cut, so the warning leaves
+    the ranks 30 s or more to save."""
     rows = head_jsonl(data_path / "menyo20k" / "train.jsonl", tmp_path / "menyo20k" / "train.jsonl", 200)
     out, log = tmp_path / "student", tmp_path / "train.out"
     submitted = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1", "--mem=3G",
@@ -134,21 +153,34 @@ def test_train_script_on_two_nodes_saves_before_a_real_time_limit_and_resumes(sl
                                     "OMP_NUM_THREADS": "1"},
                                capture_output=True, text=True, timeout=60, check=True)
     job_id = submitted.stdout.strip()
+
+    def context() -> str:
+        return f"job {job_id}: {job_field(job_id, 'JobState')}, restarts {job_field(job_id, 'Restarts')}\n" + (
+            log.read_text()[-3000:] if log.exists() else "(no log)")
+
     wait_until("the first training steps", lambda: trained_steps(out) >= 1 or job_field(job_id, "JobState") not in
-               ("PENDING", "RUNNING", "CONFIGURING"))
-    assert job_field(job_id, "JobState") == "RUNNING", log.read_text()[-3000:]
-    run_s = int(time.time() - time.mktime(time.strptime(job_field(job_id, "StartTime"), "%Y-%m-%dT%H:%M:%S")))
-    # A limit that ends at least 35 s from now: the USR1 warning (60 s before it) is due at once and
-    # comes with Slurm's next check; the limit itself is at least one check later.
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={(run_s + 35) // 60 + 1}"], check=True,
-                   timeout=30)
-    wait_until("the requeue", lambda: job_field(job_id, "Restarts") == "1", timeout=300)
+               ("PENDING", "RUNNING", "CONFIGURING"), context=context)
+    assert job_field(job_id, "JobState") == "RUNNING", context()
+    ranks = rank_pids(out)
+    assert len(ranks) == 2, f"expected one rank per node, found {ranks}\n{context()}"
+    for pid in ranks:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        run_s = int(time.time() - time.mktime(time.strptime(job_field(job_id, "StartTime"), "%Y-%m-%dT%H:%M:%S")))
+        subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={-(-(run_s + 65) // 60)}"], check=True,
+                       timeout=30)
+        # slurmstepd follows the warning with SIGCONT, so the frozen ranks wake to it and save.
+        wait_until("the requeue", lambda: job_field(job_id, "Restarts") == "1", timeout=300, context=context)
+    finally:
+        for pid in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
     # The requeued run gets its full time again, so it finishes undisturbed.
     subprocess.run(["scontrol", "update", f"JobId={job_id}", "TimeLimit=10"], check=True, timeout=30)
     wait_until("the end of the job", lambda: job_field(job_id, "JobState") in ("COMPLETED", "FAILED", "CANCELLED",
-                                                                               "TIMEOUT"), timeout=600)
+                                                                               "TIMEOUT"), context=context)
     text = log.read_text()
-    assert job_field(job_id, "JobState") == "COMPLETED", text[-3000:]
+    assert job_field(job_id, "JobState") == "COMPLETED", context()
     assert "received SIGUSR1" in text and "checkpoint saved" in text
     assert "preempted after a checkpoint; requeueing job" in text and "(restart 1)" in text
     assert "resumed from" in text and "TIME LIMIT" not in text
