@@ -24,8 +24,16 @@ from distil_jobs.errors import DistilError
 
 ENV_PREFIX = "DISTIL_"
 REDACTED = "***"
-# Keys that look like credentials are redacted wherever a config is shown or stored.
-_SECRET_KEY = re.compile(r"(token|secret|password|api_key|access_key|credential)", re.I)
+# A name that holds a credential, judged by its last word: hf_token, aws_secret_access_key,
+# wandb_api_key, password; not token_counts or tokenizer. A field may say for itself with
+# setting(secret=...): max_per_token ends like a credential but counts vectors.
+_SECRET_NAME = re.compile(r"(^|_)(token|api_?key|password|passwd|secret|secret_key|secret_access_key|"
+                          r"access_key_id|credentials?|private_key)$", re.I)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option, config key or variable named `name` holds a credential (by its name)."""
+    return bool(_SECRET_NAME.search(name.replace("-", "_")))
 _SELECTOR_ATTR = "__distil_selector__"
 _GROUPS_ATTR = "__distil_groups__"
 
@@ -35,7 +43,7 @@ def setting(
     help: str = "",
     *,
     choices: tuple[str, ...] | None = None,
-    secret: bool = False,
+    secret: bool | None = None,
     required: bool = False,
     aliases: tuple[str, ...] = (),
     fingerprint: bool = False,
@@ -45,6 +53,8 @@ def setting(
 ) -> Any:
     """Declare a config field. `help` becomes the --help text of its CLI option.
 
+    `secret`: redact the value wherever the config is shown or stored; by default judged by the
+    name (`is_secret_name`).
     `aliases` are extra flag names, e.g. ("--model",) beside --models. List fields are
     repeatable flags; a list of `dict` items also takes YAML mappings (strings pass through).
     `fingerprint`: the value changes what the job produces, so resuming with another one is refused.
@@ -110,9 +120,10 @@ def field_specs(cls: type) -> list[FieldSpec]:
         else:
             default = None
         m = f.metadata
+        secret = is_secret_name(f.name) if m.get("secret") is None else m["secret"]
         specs.append(
             FieldSpec(f.name, tp, item, optional, default, m.get("help", ""), m.get("choices"),
-                      m.get("secret", False), m.get("required", False), tuple(m.get("aliases", ())),
+                      secret, m.get("required", False), tuple(m.get("aliases", ())),
                       m.get("fingerprint", False), m.get("min"), m.get("max"), tuple(m.get("owners", ())),
                       m.get("data", False), tuple(m.get("group_defaults", {}).items()))
         )
@@ -321,11 +332,11 @@ def content_of(cfg: Any) -> dict[str, Any]:
 
 
 def redact(values: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
-    secret = {s.name for s in field_specs(cls) if s.secret} if cls else set()
-    return {
-        k: (REDACTED if v not in (None, "") and (k in secret or _SECRET_KEY.search(k)) else v)
-        for k, v in values.items()
-    }
+    """`values` with the credentials masked: a field of `cls` says whether it is one, any other key
+    is judged by its name."""
+    secret = {s.name: s.secret for s in field_specs(cls)} if cls else {}
+    return {k: (REDACTED if v not in (None, "") and secret.get(k, is_secret_name(k)) else v)
+            for k, v in values.items()}
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -67,7 +67,6 @@ class Config:
     niter: int = setting(20, "k-means (Lloyd) iterations per token.", fingerprint=True, min=1)
     seed: int = setting(0, "Seed of each token's initial centroids (and of MCL's subsample).", fingerprint=True,
                         min=0)
-    # Named plot_words: a name containing "token" is redacted as a credential in logs and manifests.
     plot_words: list[str] = setting([], "Words whose samples and senses senses.png shows (first sub-token of "
                                         "each), e.g. bank,light.", aliases=("--plot-tokens",), fingerprint=True)
     workers: int | None = setting(None, "Threads clustering tokens (default: every core).", min=1)

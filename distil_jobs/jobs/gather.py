@@ -56,7 +56,7 @@ class Config:
     max_rows: int | None = setting(None, "Use only the first N input rows.", fingerprint=True, min=1)
     layer: int = setting(-1, "Hidden state to sample: 0 = embeddings, 1..N the layers, -1 the last.", fingerprint=True)
     max_per_token: int = setting(1000, "Vectors kept per token id (uniform sample without replacement).",
-                                 fingerprint=True, min=1)
+                                 fingerprint=True, min=1, secret=False)
     seed: int = setting(0, "Seed of the sample (the hash of seed, row and position).", fingerprint=True, min=0)
     instruction: str | None = setting(None, "Instruction put before every text; its tokens are not sampled.",
                                       fingerprint=True)

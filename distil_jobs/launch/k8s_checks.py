@@ -8,16 +8,13 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from distil_jobs.config.fields import field_specs, is_secret_name
 from distil_jobs.errors import DistilError
 
 SECRET_NAME = "distil-secrets"
 # The credentials the Jobs read from the Secret (secretKeyRef); a value for one of them in a
 # ConfigMap, env literal or config key would be readable by anyone who can list ConfigMaps.
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "WANDB_API_KEY")
-# Config keys / env names that hold a credential. Anchored at the end so that options such as
-# `token_counts` or `tokenizer` are not mistaken for one.
-_SECRET_KEY = re.compile(r"(^|_)(token|api_?key|password|passwd|secret|secret_key|secret_access_key|"
-                         r"access_key_id|credentials?|private_key)$", re.I)
 # Values that are credentials whatever their key: Hub tokens, AWS key ids, "NAME=value" pairs.
 _SECRET_VALUE = re.compile(r"(?P<hf>\bhf_[A-Za-z0-9]{30,}\b)|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b|"
                            r"\b(?P<name>" + "|".join(SECRET_ENV) + r")\s*[=:]\s*[^\s$'\"]")
@@ -45,16 +42,19 @@ def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
         yield path, path.rsplit(".", 1)[-1].split("[", 1)[0], value
 
 
-def check_no_inline_secrets(config: Mapping[str, Any], env: Mapping[str, str], where: str) -> None:
-    """Refuse a config key named like a credential, an env literal for one, or any value that
-    is one (by its shape, or equal to a credential set in this shell). Never prints the value."""
+def check_no_inline_secrets(config: Mapping[str, Any], env: Mapping[str, str], where: str,
+                            options: type | None = None) -> None:
+    """Refuse a config key that holds a credential (an option of the job's `options` class says
+    whether it does; other keys are judged by their name), an env literal for one, or any value
+    that is one (by its shape, or equal to a credential set in this shell). Never prints the value."""
+    secret = {s.name: s.secret for s in field_specs(options)} if options else {}
     for path, key, value in _walk(config, ""):
         text = "" if value is None else str(value)
-        if _SECRET_KEY.search(key.replace("-", "_")) and text and not _ENV_REF.match(text):
+        if secret.get(key, is_secret_name(key)) and text and not _ENV_REF.match(text):
             raise DistilError(f"{where}: config key '{path}' holds a secret: {_fix(key.upper())}")
         _check_value(text, f"{where}: config key '{path}'")
     for name, value in env.items():
-        if name.upper() in SECRET_ENV or _SECRET_KEY.search(name):
+        if name.upper() in SECRET_ENV or is_secret_name(name):
             raise DistilError(f"--env {name}=...: a secret in the manifest's env: {_fix(name)}")
         _check_value(value, f"--env {name}")
 

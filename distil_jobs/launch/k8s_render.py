@@ -148,7 +148,8 @@ def job_config(spec: RenderSpec, root: Path) -> dict[str, Any]:
     config = {str(k).replace("-", "_"): v for k, v in data.items()}
     for key, raw in checks.parse_pairs(spec.sets, "--set").items():
         config[key.replace("-", "_")] = yaml.safe_load(raw) if raw else ""
-    checks.check_no_inline_secrets(config, {}, f"--config {path}" if spec.config else "the config")
+    checks.check_no_inline_secrets(config, {}, f"--config {path}" if spec.config else "the config",
+                                   JOBS[spec.job].load().Config)
     return config
 
 

@@ -31,7 +31,6 @@ log = logging.getLogger("distil_jobs.train.checkpoint_store")
 
 DONE = "done"  # the marker, written last; its content is the checkpoint's info (checkpoints.COMPLETE)
 FOLDER = "checkpoints"
-_STEP = re.compile(r"^step-(\d+)$")
 # Files one rank writes: our per-rank RNG state, DeepSpeed's per-data-parallel-rank ZeRO states
 # (optimizer, and under ZeRO-3 the model shards). Everything else (state.pt, DeepSpeed's model
 # states and `latest`, metrics.jsonl) is rank 0's.
@@ -71,7 +70,7 @@ class CheckpointStore:
 
     def steps(self) -> list[int]:
         """Every step folder on the store, complete or not, oldest first."""
-        return sorted(int(m.group(1)) for m in map(_STEP.match, self.loc.listdir()) if m)
+        return sorted(int(m.group(1)) for m in map(checkpoints.STEP_NAME.match, self.loc.listdir()) if m)
 
     def complete_steps(self) -> list[int]:
         """Steps whose `done` marker exists, oldest first: the only ones a reader may use."""
@@ -159,7 +158,7 @@ class CheckpointStore:
         wanted = checkpoints.step_dir(root, step) if step is not None else None
         for name in os.listdir(root):
             path = os.path.join(root, name)
-            if path != wanted and (_STEP.match(name) or name.startswith((".tmp-step-", ".pull-step-"))):
+            if path != wanted and (checkpoints.STEP_NAME.match(name) or name.startswith((".tmp-step-", ".pull-step-"))):
                 shutil.rmtree(path, ignore_errors=True)
         if step is None or wanted is None:
             return None, False

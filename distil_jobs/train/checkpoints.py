@@ -20,7 +20,7 @@ import torch
 from distil_jobs.errors import DistilError
 
 COMPLETE = "complete.json"
-_STEP = re.compile(r"^step-(\d+)$")
+STEP_NAME = re.compile(r"^step-(\d+)$")  # also the checkpoints on an output's store
 
 
 def step_dir(root: str, step: int) -> str:
@@ -36,7 +36,7 @@ def complete_steps(root: str) -> list[int]:
         return []
     steps = []
     for name in os.listdir(root):
-        m = _STEP.match(name)
+        m = STEP_NAME.match(name)
         if m and os.path.exists(os.path.join(root, name, COMPLETE)):
             steps.append(int(m.group(1)))
     return sorted(steps)

@@ -96,6 +96,16 @@ def test_dry_run_prints_sources_and_redacts_secrets(tmp_path, monkeypatch):
     assert seen == []  # dry run does not run the job
 
 
+def test_a_credential_is_told_by_the_option_or_its_last_word():
+    from distil_jobs.config.fields import redact
+    from distil_jobs.jobs import JOBS
+
+    shown = redact({"token_counts": "s3://b/counts", "max_per_token": 50, "tokenizer": "bert", "hf_token": "hf_x",
+                    "aws_secret_access_key": "k", "wandb_api_key": "w"}, JOBS["gather-senses"].load().Config)
+    assert shown == {"token_counts": "s3://b/counts", "max_per_token": 50, "tokenizer": "bert", "hf_token": "***",
+                     "aws_secret_access_key": "***", "wandb_api_key": "***"}
+
+
 # ---------------------------------------------------------------- per-method options, bounds, fingerprints
 
 

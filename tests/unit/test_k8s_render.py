@@ -37,7 +37,9 @@ CASES = {
     "evaluate": ("evaluate-mteb", "--queue", "cpu", "--cpus", "2", "--memory", "8Gi"),
     "count-tokens": ("count-tokens", "--set", "input=s3://distil/data/x.jsonl", "--set", "output=s3://d/counts",
                      "--set", "model=minilm"),
-    "gather-2-shards": ("gather-senses", "--num-shards", "2"),
+    # Options named like credentials that are not one (the option says so, or its name's last word).
+    "gather-2-shards": ("gather-senses", "--num-shards", "2", "--set", "max_per_token=50"),
+    "train-token-counts": ("train-student", "--set", "token_counts=s3://distil/counts"),
 }
 
 

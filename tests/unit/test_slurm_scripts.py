@@ -38,22 +38,22 @@ def test_every_variable_a_script_reads_is_documented_in_its_header(script):
         assert name in header, f"{script.name} reads {name} but its header does not document it"
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_apptainer_wraps_the_job(script, tmp_path):
-    done = run_script(script, tmp_path, DISTIL_APPTAINER_SIF="/img/distil.sif", DISTIL_CONTAINER_MOUNTS="/data:/data",
-                      SLURM_GPUS_ON_NODE="1")
-    assert done.returncode == 0, done.stderr
-    assert re.search(r"apptainer exec --nv --bind /data:/data /img/distil.sif distil-jobs [a-z-]+ --config "
-                     r"jobs/demo.yaml", done.stdout), done.stdout
+CONTAINERS = {
+    "apptainer": ({"DISTIL_APPTAINER_SIF": "/img/distil.sif", "DISTIL_CONTAINER_MOUNTS": "/data:/data",
+                   "SLURM_GPUS_ON_NODE": "1"},
+                  r"apptainer exec --nv --bind /data:/data /img/distil.sif distil-jobs "),
+    "pyxis": ({"DISTIL_CONTAINER_IMAGE": "nvcr.io#nvidia/pytorch:24.05-py3", "DISTIL_CONTAINER_MOUNTS": "/data:/data"},
+              r"srun .*--container-image=nvcr.io#nvidia/pytorch:24.05-py3 --container-mounts=/data:/data distil-jobs "),
+}
 
 
+@pytest.mark.parametrize("container", CONTAINERS)
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_pyxis_starts_the_step_in_the_image(script, tmp_path):
-    done = run_script(script, tmp_path, DISTIL_CONTAINER_IMAGE="nvcr.io#nvidia/pytorch:24.05-py3",
-                      DISTIL_CONTAINER_MOUNTS="/data:/data")
+def test_the_job_starts_inside_the_container(script, container, tmp_path):
+    env, command = CONTAINERS[container]
+    done = run_script(script, tmp_path, **env)
     assert done.returncode == 0, done.stderr
-    assert re.search(r"srun .*--container-image=nvcr.io#nvidia/pytorch:24.05-py3 --container-mounts=/data:/data "
-                     r"distil-jobs [a-z-]+ --config jobs/demo.yaml", done.stdout), done.stdout
+    assert re.search(command + r"[a-z-]+ --config jobs/demo.yaml", done.stdout), done.stdout
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
