@@ -1,7 +1,7 @@
 """`distil-jobs <job>`: one click group, one subcommand per job in the registry (`distil_jobs.jobs`).
 
 Job modules are imported only when their command is used, so `distil-jobs --help` does not pay
-for importing torch. Besides the jobs: `inspect`, `verify`, `cp`, `fetch-model` and `submit`.
+for importing torch. Besides the jobs: `inspect`, `verify`, `cp`, `fetch-model`, `submit`, `k8s` and `pipeline`.
 """
 
 from __future__ import annotations
@@ -115,9 +115,11 @@ def fetch_model_cmd(alias: str, wheel_dir: str | None) -> None:
 
 from distil_jobs.launch.k8s import k8s_group  # noqa: E402 - registered after the group exists
 from distil_jobs.launch.submit import submit_cmd  # noqa: E402 - registered after the group exists
+from distil_jobs.pipeline import pipeline_group  # noqa: E402 - registered after the group exists
 
 main.add_command(submit_cmd)
 main.add_command(k8s_group)
+main.add_command(pipeline_group)
 
 
 def entry() -> None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The embedded default, end to end on CPU with local folders: MENYO-20k English-Yoruba pairs →
-# MiniLM teacher embeddings → a 3-layer MiniLM student distilled on both languages → MTEB report.
+# MiniLM teacher embeddings → MiniLM learns Yoruba and keeps its English → MTEB report.
 # Run through `make demo` (which sets up the venv first). A rerun skips what is already done.
 set -euo pipefail
 DATA="${DISTIL_DATA_DIR:-../shared/data}"
@@ -17,13 +17,11 @@ MSG
   exit 2
 fi
 export DEMO_ROWS="$ROWS" DEMO_OUT="$OUT"
-# One pipeline file, one section per job (jobs/demo.yaml); jobs pass artifacts by URI only.
-for job in precompute-embeddings train-student evaluate-mteb; do
-  echo "== $job (config: jobs/demo.yaml [$job])"
-  distil-jobs "$job" --config jobs/demo.yaml
-done
+# One pipeline file (jobs/demo.yaml): the steps are linked by their outputs, checked before anything
+# runs, and skipped on a rerun when done with the same settings.
+distil-jobs pipeline run jobs/demo.yaml --launcher local
 echo
-distil-jobs inspect --summary "$OUT/embeddings"
+distil-jobs pipeline status jobs/demo.yaml
 echo
 distil-jobs inspect --summary "$OUT/student"
 echo

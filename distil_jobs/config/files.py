@@ -49,11 +49,35 @@ def load_config_file(path: str, job: str, known_jobs: set[str]) -> dict[str, Any
     if sections:
         if job not in data:
             raise DistilError(f"config file {path} has no '{job}' section (it has: {', '.join(sorted(sections))})")
-        data = data[job] or {}
+        section = data[job] or {}
         source = f"{path} [{job}]"
-        if not isinstance(data, dict):
-            raise DistilError(f"section '{job}' of {path} is a {type(data).__name__}, not a mapping of "
+        if not isinstance(section, dict):
+            raise DistilError(f"section '{job}' of {path} is a {type(section).__name__}, not a mapping of "
                               "option: value: indent its options under the job name")
-    else:
-        source = path
-    return {str(k).replace("-", "_"): expand_env_refs(v, source) for k, v in data.items()}
+        values = {str(k).replace("-", "_"): expand_env_refs(v, source) for k, v in section.items()}
+        values.pop("resources", None)  # the launcher's (distil-jobs pipeline), not the job's
+        return _under_workdir(job, values, {k: data[k] for k in sections}, expand_env_refs(data.get("workdir"), path))
+    return {str(k).replace("-", "_"): expand_env_refs(v, path) for k, v in data.items()}
+
+
+def _under_workdir(job: str, values: dict[str, Any], sections: dict[str, Any], workdir: Any) -> dict[str, Any]:
+    """A pipeline file's `workdir:` for one job run alone: its output, and every input option (the
+    registry's) that names another section's output or a path inside it, live under the workdir
+    unless absolute, just as `distil-jobs pipeline run` links them."""
+    from distil_jobs.jobs import JOBS
+
+    if not workdir or job not in JOBS:
+        return values
+    inputs = JOBS[job].inputs
+    outputs = {str(s.get("output")) for s in sections.values() if isinstance(s, dict) and s.get("output")}
+
+    def place(value: Any, always: bool = False) -> Any:
+        if isinstance(value, list):
+            return [place(v) for v in value]
+        if not isinstance(value, str) or not value or "://" in value or value.startswith("/"):
+            return value
+        if always or any(value == o or value.startswith(o.rstrip("/") + "/") for o in outputs):
+            return os.path.join(str(workdir), value)
+        return value
+
+    return {k: place(v, always=(k == "output")) if k in inputs or k == "output" else v for k, v in values.items()}

@@ -10,7 +10,9 @@ A job module defines `Config` (a dataclass of `setting(...)` fields), `run(cfg)`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -35,7 +37,10 @@ class JobSpec:
     sharded: bool  # split by --num-shards/--shard-index (Slurm arrays, Indexed Jobs)
 
     def load(self) -> ModuleType:
-        return importlib.import_module(self.module)
+        # Some libraries print on import (transformers: "[INFO] Running in WANDB offline mode"); stdout
+        # is the command's output (k8s render's manifests, pipeline status), so that goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(self.module)
 
 
 JOBS: dict[str, JobSpec] = {spec.name: spec for spec in (

@@ -60,9 +60,14 @@ def render_cmd(job: str, image: str | None, namespace: str | None, nnodes: int, 
                       data_pvc=data_pvc, run_id=run_id, ttl_seconds=ttl_seconds, wait_for_inputs=wait_for_inputs,
                       cpus=cpus, memory=memory)
     text = to_yaml(render(spec))
-    if not apply_:
+    if apply_:
+        apply_manifests(text)
+    else:
         click.echo(text, nl=False)
-        return
+
+
+def apply_manifests(text: str) -> None:
+    """`kubectl apply -f -` of rendered manifests; a one-line error when it cannot."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         raise DistilError("--apply needs kubectl on PATH: install kubectl, or drop --apply and pipe the output "

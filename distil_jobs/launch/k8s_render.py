@@ -51,6 +51,7 @@ class RenderSpec:
     wait_for_inputs: int = 21600
     cpus: str | None = None
     memory: str | None = None
+    waits: bool | None = None  # wait for the inputs' manifests; None: the jobs in WAIT_JOBS do
 
 
 def templates_dir() -> Path:
@@ -256,7 +257,8 @@ def _patch_job(job: dict[str, Any], spec: RenderSpec, name: str, short: str, con
         _set_env(container, "DISTIL_MASTER_ADDR", f"{name}-0.{name}")
         if spec.gpus_per_node:
             _set_env(container, "DISTIL_NPROC_PER_NODE", str(spec.gpus_per_node))
-    wait = spec.wait_for_inputs if spec.job in WAIT_JOBS and spec.wait_for_inputs > 0 else None
+    waits = spec.job in WAIT_JOBS if spec.waits is None else spec.waits
+    wait = spec.wait_for_inputs if waits and spec.wait_for_inputs > 0 else None
     _set_env(container, "DISTIL_WAIT_FOR_INPUTS", None if wait is None else str(wait))
     for ref in container.get("envFrom", []):
         if ref.get("configMapRef", {}).get("name") == "distil-env":

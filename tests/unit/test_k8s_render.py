@@ -191,3 +191,18 @@ def test_apply_without_kubectl_is_one_line(tmp_path: Path):
     code, out, err = render("train-student", "--image", IMAGE, "--apply", env={"PATH": str(tmp_path)})
     assert code == 2 and out == ""
     assert err.strip().count("\n") == 0 and "--apply needs kubectl" in err
+
+
+def test_stdout_is_only_manifests_even_when_a_library_prints_on_import():
+    """transformers prints "[INFO] Running in WANDB offline mode" on import when WANDB_MODE=offline
+    (as the Makefile sets it): that must not land in the YAML piped to kubectl."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "distil_jobs.cli", "k8s", "render", "train-student", "--image", IMAGE],
+                          capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"}, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(("apiVersion:", "---", "kind:")), done.stdout[:200]
+    assert all(o["kind"] for o in yaml.safe_load_all(done.stdout) if o)

@@ -34,3 +34,17 @@ def test_recipe_resolves(cli, recipe, jobs, tmp_path):
             return
         errors.append(f"{job}: {done.stderr.strip()[-400:]}")
     pytest.fail("\n".join(errors))
+
+
+@pytest.mark.parametrize("recipe", [p.name for p in sorted(JOBS.glob("*.yaml"))
+                                    if set(yaml.safe_load(p.read_text(encoding="utf-8"))) & set(REGISTRY)])
+def test_pipeline_recipe_links_and_plans(recipe, tmp_path):
+    """Every pipeline file plans: its links, kinds and options hold (`pipeline run --dry-run`)."""
+    from click.testing import CliRunner
+
+    from distil_jobs.cli import main
+
+    result = CliRunner().invoke(main, ["pipeline", "run", str(JOBS / recipe), "--workdir", str(tmp_path), "--dry-run"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    assert "link: " in result.stdout

@@ -1,0 +1,50 @@
+"""The local launcher: each step is `distil-jobs <job> --config <its section>` in a child process,
+a sharded step's shards as parallel processes. The child's exit code is the step's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from distil_jobs.pipeline.spec import Step
+
+name = "local"  # the launcher's name, as the runner asks every launcher
+
+
+def step_config(step: Step, folder: Path, write: bool = True) -> Path:
+    """The step's options as a one-section config file, the form every job reads."""
+    path = folder / f"{step.name}.yaml"
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump({step.job: step.options}, sort_keys=False))
+    return path
+
+
+def config_folder(state_uri: str) -> Path:
+    """Where the step configs go: the pipeline's state folder when it is local, else a temp folder."""
+    if "://" in state_uri and not state_uri.startswith("file://"):
+        return Path(tempfile.mkdtemp(prefix="distil-pipeline-"))
+    return Path(state_uri.removeprefix("file://"))
+
+
+def commands(step: Step, config: Path) -> list[list[str]]:
+    base = [sys.executable, "-m", "distil_jobs.cli", step.job, "--config", str(config)]
+    shards = step.resources.shards
+    if shards <= 1:
+        return [base]
+    return [[*base, "--num-shards", str(shards), "--shard-index", str(i)] for i in range(shards)]
+
+
+def run_step(step: Step, config: Path) -> int:
+    """Run the step's processes side by side; the first failure's exit code, else 0."""
+    env = dict(os.environ)
+    if step.resources.shards > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // step.resources.shards)))
+    procs = [subprocess.Popen(cmd, env=env) for cmd in commands(step, config)]
+    codes = [p.wait() for p in procs]
+    return next((c for c in codes if c != 0), 0)
