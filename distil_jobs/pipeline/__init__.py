@@ -62,7 +62,9 @@ def run_cmd(file: str, launcher: str, workdir: str | None, start: str | None, on
 
         handle = K8sLauncher(image, namespace, queue)
     else:
-        from distil_jobs.pipeline import local as handle
+        from distil_jobs.pipeline.local import LocalLauncher
+
+        handle = LocalLauncher()
     if dry_run:
         for link in plan.links:
             echo(f"link: {link.producer} -> {link.step}.{link.option} ({link.uri})")

@@ -15,7 +15,10 @@ from distil_jobs.pipeline.spec import Step
 
 
 class K8sLauncher:
+    """Collects every step's manifests for one `kubectl apply`."""
+
     name = "k8s"
+    queued = True
 
     def __init__(self, image: str | None, namespace: str | None, queue: str | None) -> None:
         self.image, self.namespace, self.queue = image, namespace, queue
@@ -33,9 +36,13 @@ class K8sLauncher:
         return render(spec)
 
     def start(self, step: Step, config: Path, after: list[str]) -> list[str]:
+        """The step's Job names (its manifests join the stream)."""
         objects = self.render_step(step, config, after)
         self.objects += objects
         return [o["metadata"]["name"] for o in objects if o["kind"] == "Job"]
+
+    def preview(self, step: Step, config: Path, after: list[str]) -> list[str]:
+        return [f"Job {name}" + (" (waits for its inputs)" if after else "") for name in self.start(step, config, after)]
 
     def text(self) -> str:
         return to_yaml(self.objects)

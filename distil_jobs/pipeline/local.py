@@ -4,6 +4,7 @@ a sharded step's shards as parallel processes. The child's exit code is the step
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -12,8 +13,6 @@ from pathlib import Path
 import yaml
 
 from distil_jobs.pipeline.spec import Step
-
-name = "local"  # the launcher's name, as the runner asks every launcher
 
 
 def step_config(step: Step, folder: Path, write: bool = True) -> Path:
@@ -40,11 +39,20 @@ def commands(step: Step, config: Path) -> list[list[str]]:
     return [[*base, "--num-shards", str(shards), "--shard-index", str(i)] for i in range(shards)]
 
 
-def run_step(step: Step, config: Path) -> int:
-    """Run the step's processes side by side; the first failure's exit code, else 0."""
-    env = dict(os.environ)
-    if step.resources.shards > 1:
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // step.resources.shards)))
-    procs = [subprocess.Popen(cmd, env=env) for cmd in commands(step, config)]
-    codes = [p.wait() for p in procs]
-    return next((c for c in codes if c != 0), 0)
+class LocalLauncher:
+    """Runs each step here and waits for it (the runner records how it ended)."""
+
+    name = "local"
+    queued = False
+
+    def preview(self, step: Step, config: Path, after: list[str]) -> list[str]:
+        return [shlex.join(["distil-jobs", *cmd[3:]]) for cmd in commands(step, config)]
+
+    def run(self, step: Step, config: Path) -> int:
+        """The step's processes side by side; the first failure's exit code, else 0."""
+        env = dict(os.environ)
+        if step.resources.shards > 1:
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // step.resources.shards)))
+        procs = [subprocess.Popen(cmd, env=env) for cmd in commands(step, config)]
+        codes = [p.wait() for p in procs]
+        return next((c for c in codes if c != 0), 0)

@@ -7,7 +7,6 @@ local runs each step and waits for it; slurm submits each step after the ones it
 
 from __future__ import annotations
 
-import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -83,7 +82,7 @@ class Runner:
             after = [i for need in self.plan.needs(step.name) for i in self.started.get(need, [])]
             if self.dry_run:
                 self.started[step.name] = [f"<{step.name}>"]
-                for line in self.preview(step, config, after):
+                for line in self.launcher.preview(step, config, after):
                     self.echo("  " + line)
                 continue
             if decision.clear:
@@ -93,16 +92,8 @@ class Runner:
                 return code
         return 0
 
-    def preview(self, step: Step, config: Path, after: list[str]) -> list[str]:
-        if self.launcher.name == "local":
-            return [shlex.join(["distil-jobs", *cmd[3:]]) for cmd in local.commands(step, config)]
-        if self.launcher.name == "slurm":
-            return self.launcher.preview(step, config, after)
-        jobs = self.launcher.start(step, config, after)
-        return [f"Job {name}" + (" (waits for its inputs)" if after else "") for name in jobs]
-
     def start(self, step: Step, config: Path, after: list[str]) -> int:
-        if self.launcher.name != "local":
+        if self.launcher.queued:
             ids = self.launcher.start(step, config, after)
             self.started[step.name] = ids
             self.record(step, status="submitted", job_ids=ids)
@@ -111,7 +102,7 @@ class Runner:
             return 0
         self.record(step, status="running")
         t0 = time.time()
-        code = local.run_step(step, config)
+        code = self.launcher.run(step, config)
         self.started[step.name] = []
         return self.finished(step, code, round(time.time() - t0, 1))
 

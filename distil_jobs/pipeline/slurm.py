@@ -35,7 +35,10 @@ def launch_spec(step: Step, config: Path, after: list[str], partition: str | Non
 
 
 class SlurmLauncher:
+    """Submits each step after the steps it reads; `wait` follows them to the end."""
+
     name = "slurm"
+    queued = True
 
     def __init__(self, folder: Path, partition: str | None = None) -> None:
         self.folder = folder

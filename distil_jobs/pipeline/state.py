@@ -22,6 +22,7 @@ from distil_jobs.artifacts.location import Location, open_location
 from distil_jobs.artifacts.manifest import MANIFEST
 from distil_jobs.artifacts.run import CLAIM
 from distil_jobs.config.fields import fingerprint_of, redact
+from distil_jobs.errors import DistilError
 from distil_jobs.pipeline.plan import Plan, check_options
 from distil_jobs.pipeline.spec import Step, under
 
@@ -90,10 +91,14 @@ def decide(step: Step, plan: Plan, fps: dict[str, str], state: Location, rerun: 
     vouched = record.get("manifest") == digest or (record.get("status") == "submitted" and not record.get("manifest"))
     if digest and same and vouched and record.get("status") in ("done", "submitted") and not upstream:
         return Decision(step.name, False, f"done with the same settings (fingerprint {fps[step.name]})")
-    if same and not upstream and record.get("status") == "submitted" and active is not None:
+    if record.get("status") == "submitted" and active is not None:
         live = active(record.get("job_ids", []))
         if live and any(s in live for s in ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED", "SUSPENDED")):
-            return Decision(step.name, False, f"already submitted: job {', '.join(record['job_ids'])} is {live}")
+            ids = ", ".join(record["job_ids"])
+            if not same or upstream:  # a second writer on the same output would mix two runs
+                raise DistilError(f"step {step.name} must rerun, but its job {ids} is still {live}: scancel {ids}, "
+                                  "then rerun the same command")
+            return Decision(step.name, False, f"already submitted: job {ids} is {live}")
     ours = bool(record) and (digest is None or record.get("manifest") in (None, digest))
     if not digest and not out.exists(CLAIM):
         return Decision(step.name, True, "not made yet")
