@@ -27,8 +27,8 @@ REDACTED = "***"
 # A name that holds a credential, judged by its last word: hf_token, aws_secret_access_key,
 # wandb_api_key, password; not token_counts or tokenizer. A field may say for itself with
 # setting(secret=...): max_per_token ends like a credential but counts vectors.
-_SECRET_NAME = re.compile(r"(^|_)(token|api_?key|password|passwd|secret|secret_key|secret_access_key|"
-                          r"access_key_id|credentials?|private_key)$", re.I)
+_SECRET_NAME = re.compile(r"(^|_)(token|api_?key|password|passwd|passphrase|secret|secret_key|access_key|"
+                          r"secret_access_key|access_key_id|credentials?|private_key)$", re.I)
 
 
 def is_secret_name(name: str) -> bool:

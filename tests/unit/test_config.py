@@ -101,9 +101,10 @@ def test_a_credential_is_told_by_the_option_or_its_last_word():
     from distil_jobs.jobs import JOBS
 
     shown = redact({"token_counts": "s3://b/counts", "max_per_token": 50, "tokenizer": "bert", "hf_token": "hf_x",
-                    "aws_secret_access_key": "k", "wandb_api_key": "w"}, JOBS["gather-senses"].load().Config)
+                    "aws_secret_access_key": "k", "wandb_api_key": "w", "aws_access_key": "a"},
+                   JOBS["gather-senses"].load().Config)
     assert shown == {"token_counts": "s3://b/counts", "max_per_token": 50, "tokenizer": "bert", "hf_token": "***",
-                     "aws_secret_access_key": "***", "wandb_api_key": "***"}
+                     "aws_secret_access_key": "***", "wandb_api_key": "***", "aws_access_key": "***"}
 
 
 # ---------------------------------------------------------------- per-method options, bounds, fingerprints
