@@ -45,6 +45,9 @@ def load_config_file(path: str, job: str, known_jobs: set[str]) -> dict[str, Any
         raise DistilError(f"config file {path} is not valid YAML ({first_line(e)}): fix the file") from None
     if not isinstance(data, dict):
         raise DistilError(f"config file {path} must hold a mapping of keys to values")
+    if isinstance(data.get("steps"), list):
+        raise DistilError(f"config file {path} is a pipeline with a steps: list, not one job's options: run it with "
+                          f"`distil-jobs pipeline run {path}` (add --only STEP for one step)")
     sections = {k for k in data if k in known_jobs}
     if sections:
         if job not in data:
@@ -65,19 +68,23 @@ def _under_workdir(job: str, values: dict[str, Any], sections: dict[str, Any], w
     registry's) that names another section's output or a path inside it, live under the workdir
     unless absolute, just as `distil-jobs pipeline run` links them."""
     from distil_jobs.jobs import JOBS
+    from distil_jobs.pipeline.spec import producer_of, under
 
     if not workdir or job not in JOBS:
         return values
     inputs = JOBS[job].inputs
-    outputs = {str(s.get("output")) for s in sections.values() if isinstance(s, dict) and s.get("output")}
+    outputs = {name: under(str(workdir), str(s["output"])) for name, s in sections.items()
+               if isinstance(s, dict) and s.get("output")}
 
-    def place(value: Any, always: bool = False) -> Any:
+    def place(value: Any) -> Any:
         if isinstance(value, list):
             return [place(v) for v in value]
-        if not isinstance(value, str) or not value or "://" in value or value.startswith("/"):
+        if not isinstance(value, str) or not value:
             return value
-        if always or any(value == o or value.startswith(o.rstrip("/") + "/") for o in outputs):
-            return os.path.join(str(workdir), value)
-        return value
+        candidate = under(str(workdir), value)
+        return candidate if producer_of(candidate, outputs) else value
 
-    return {k: place(v, always=(k == "output")) if k in inputs or k == "output" else v for k, v in values.items()}
+    placed = {k: place(v) if k in inputs else v for k, v in values.items()}
+    if isinstance(values.get("output"), str) and values["output"]:
+        placed["output"] = under(str(workdir), values["output"])
+    return placed

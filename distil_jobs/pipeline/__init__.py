@@ -37,12 +37,17 @@ def _plan(file: str, workdir: str | None) -> Any:
                                               "run nothing.")
 @click.option("--wait/--no-wait", default=False, help="slurm: wait for every job; exit with the first failure's status.")
 @click.option("--partition", default=None, help="slurm: the partition (checked with sinfo).")
+@click.option("--account", default=None, help="slurm: the account to charge.")
+@click.option("--qos", default=None, help="slurm: the quality of service.")
+@click.option("--env-file", default=None, help="slurm: KEY=VALUE secrets (mode 600) exported to every step on its "
+                                               "node; never copied into the submit folder.")
 @click.option("--image", default=None, help="k8s: the image of steps without resources.image.")
 @click.option("--namespace", default=None, help="k8s: namespace of every object.")
 @click.option("--queue", default=None, help="k8s: Kueue LocalQueue.")
 @click.option("--apply", "apply_", is_flag=True, help="k8s: pipe the manifests to kubectl apply -f -.")
 def run_cmd(file: str, launcher: str, workdir: str | None, start: str | None, only: str | None, dry_run: bool,
-            wait: bool, partition: str | None, image: str | None, namespace: str | None, queue: str | None,
+            wait: bool, partition: str | None, account: str | None, qos: str | None, env_file: str | None,
+            image: str | None, namespace: str | None, queue: str | None,
             apply_: bool) -> None:
     """Check every step and link of FILE, then run the steps that are not done with today's settings."""
     from distil_jobs.pipeline.run import Runner, select
@@ -56,7 +61,8 @@ def run_cmd(file: str, launcher: str, workdir: str | None, start: str | None, on
         from distil_jobs.pipeline.slurm import SlurmLauncher
         from distil_jobs.pipeline.state import state_location
 
-        handle: Any = SlurmLauncher(config_folder(state_location(plan).uri) / "slurm", partition)
+        handle: Any = SlurmLauncher(config_folder(state_location(plan).uri) / "slurm", partition, account, qos,
+                                     env_file)
     elif launcher == "k8s":
         from distil_jobs.pipeline.k8s import K8sLauncher
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from distil_jobs.pipeline.spec import Step
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def step_config(step: Step, folder: Path, write: bool = True) -> Path:
@@ -54,5 +57,18 @@ class LocalLauncher:
         if step.resources.shards > 1:
             env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // step.resources.shards)))
         procs = [subprocess.Popen(cmd, env=env) for cmd in commands(step, config)]
-        codes = [p.wait() for p in procs]
+
+        def forward(signum: int, _frame: object) -> None:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signum)
+
+        # A signal to the pipeline (scheduler preemption, `kill`) reaches the running step, which saves
+        # and exits 75; the pipeline waits for it instead of dying and leaving a writer behind.
+        previous = {s: signal.signal(s, forward) for s in FORWARDED}
+        try:
+            codes = [p.wait() for p in procs]
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
         return next((c for c in codes if c != 0), 0)

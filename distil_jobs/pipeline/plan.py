@@ -15,10 +15,10 @@ from typing import Any
 
 from distil_jobs.artifacts.wait import parse_wait
 from distil_jobs.config.command import WAIT_KEY
-from distil_jobs.config.fields import resolve
+from distil_jobs.config.fields import fingerprint_of, redact, resolve
 from distil_jobs.errors import DistilError
 from distil_jobs.jobs import JOBS, MODEL
-from distil_jobs.pipeline.spec import Pipeline, Step, is_absolute, under
+from distil_jobs.pipeline.spec import Pipeline, Step, is_absolute, producer_of, under
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,7 @@ class Plan:
     pipeline: Pipeline
     steps: list[Step]  # in run order
     links: list[Link]
+    settings: dict[str, dict[str, Any]]  # per step: the options its result depends on, credentials masked
 
     def needs(self, name: str) -> list[str]:
         """The steps whose outputs `name` reads, in run order."""
@@ -63,18 +64,11 @@ def _exists(uri: str) -> bool | None:
         return None
 
 
-def _producer(uri: str, outputs: dict[str, str]) -> str | None:
-    for name, out in outputs.items():
-        if uri == out or uri.startswith(out.rstrip("/") + "/"):
-            return name
-    return None
-
-
 def _link_value(value: str, step: Step, option: str, pipeline: Pipeline, outputs: dict[str, str],
                 links: list[Link]) -> str:
     accepts = JOBS[step.job].inputs[option]
     candidate = under(pipeline.workdir, value)
-    producer = _producer(candidate, outputs)
+    producer = producer_of(candidate, outputs)
     where = f"{pipeline.path} [{step.name}] {option}: {value}"
     if producer is not None:
         kind = JOBS[pipeline.step(producer).job].output_kind
@@ -125,7 +119,7 @@ def plan_pipeline(pipeline: Pipeline) -> Plan:
             raise DistilError(f"{pipeline.path} [{step.name}] has no output: add 'output: <name>' (relative to "
                               "the workdir)")
         out = under(pipeline.workdir, step.output)
-        other = _producer(out, outputs) or next((n for n, o in outputs.items() if o.startswith(out.rstrip("/") + "/")),
+        other = producer_of(out, outputs) or next((n for n, o in outputs.items() if o.startswith(out.rstrip("/") + "/")),
                                                 None)
         if other:
             raise DistilError(f"{pipeline.path} [{step.name}] output {out} overlaps step '{other}''s output "
@@ -133,6 +127,7 @@ def plan_pipeline(pipeline: Pipeline) -> Plan:
         outputs[step.name] = out
     links: list[Link] = []
     steps: list[Step] = []
+    settings: dict[str, dict[str, Any]] = {}
     for step in pipeline.steps:
         options: dict[str, Any] = dict(step.options, output=outputs[step.name])
         for option in JOBS[step.job].inputs:
@@ -143,10 +138,11 @@ def plan_pipeline(pipeline: Pipeline) -> Plan:
                 options[option] = [_link_value(v, step, option, pipeline, outputs, links) if isinstance(v, str) else v
                                    for v in value]
         resolved = replace(step, options=options)
-        check_options(resolved, pipeline.path)
+        cfg = check_options(resolved, pipeline.path)
+        settings[step.name] = redact({k: v for k, v in fingerprint_of(cfg).items() if k != "output"}, type(cfg))
         steps.append(resolved)
     needs = {s.name: {link.producer for link in links if link.step == s.name} for s in steps}
-    return Plan(pipeline, _order(steps, needs, pipeline.path), links)
+    return Plan(pipeline, _order(steps, needs, pipeline.path), links, settings)
 
 
 def check_options(step: Step, path: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 from distil_jobs.artifacts.location import open_location
 from distil_jobs.config.command import WAIT_KEY
-from distil_jobs.errors import DistilError
+from distil_jobs.errors import DistilError, PreemptedError
 from distil_jobs.pipeline import local
 from distil_jobs.pipeline.plan import Plan
 from distil_jobs.pipeline.slurm import job_states
@@ -25,7 +25,6 @@ from distil_jobs.pipeline.state import (
     decide,
     fingerprints,
     manifest_digest,
-    settings_of,
     state_location,
     write_record,
 )
@@ -66,7 +65,7 @@ class Runner:
     def record(self, step: Step, **status: Any) -> None:
         write_record(self.state, step.name, {
             "step": step.name, "job": step.job, "output": step.output, "fingerprint": self.fps[step.name],
-            "settings": settings_of(step, self.plan), "launcher": self.launcher.name, **status})
+            "settings": self.plan.settings[step.name], "launcher": self.launcher.name, **status})
 
     def run(self, chosen: list[str]) -> int:
         for step in self.plan.steps:
@@ -114,8 +113,9 @@ class Runner:
             self.echo(f"pipeline: {step.name} exited 0 but {step.output} has no manifest: not vouching for it")
         if code:
             self.record(step, status="failed", exit_code=code, seconds=seconds)
-            self.echo(f"pipeline: {step.name} failed (exit {code}): fix it and rerun the same command; finished "
-                      "steps are skipped")
+            why = (f"stopped by a signal after saving its state (exit {code}): rerun the same command to resume it"
+                   if code == PreemptedError.exit_code else f"failed (exit {code}): fix it and rerun the same command")
+            self.echo(f"pipeline: {step.name} {why}; finished steps are skipped")
             return code
         self.record(step, status="done", manifest=digest, seconds=seconds)
         self.echo(f"pipeline: {step.name} done" + (f" in {seconds} s" if seconds is not None else "")

@@ -9,6 +9,7 @@ from typing import Any
 
 from distil_jobs.launch.checks import check_partition, check_resources
 from distil_jobs.launch.container import Container
+from distil_jobs.launch.envfile import check_env_file
 from distil_jobs.launch.jobcall import exit_status, overall_status
 from distil_jobs.launch.slurm import LaunchSpec, submit
 from distil_jobs.pipeline.spec import Step
@@ -24,12 +25,13 @@ def memory_gb(memory: str | None) -> float | None:
     return float(text.rstrip("KMGT")) * _UNITS[unit]
 
 
-def launch_spec(step: Step, config: Path, after: list[str], partition: str | None) -> LaunchSpec:
+def launch_spec(step: Step, config: Path, after: list[str], partition: str | None = None, account: str | None = None,
+                qos: str | None = None, env_file: str | None = None) -> LaunchSpec:
     r = step.resources
     return LaunchSpec(
         step.job, ("--config", str(config)), array=r.shards if r.shards > 1 else None, nodes=r.nodes,
         cpus_per_task=r.cpus or 4, gpus_per_node=r.gpus, mem_gb=memory_gb(r.memory),
-        timeout_min=r.time_minutes or 240, partition=partition,
+        timeout_min=r.time_minutes or 240, partition=partition, account=account, qos=qos, env_file=env_file,
         dependency="afterok:" + ":".join(after) if after else None,
         container=Container(r.image, None, (), "python3") if r.image else None)
 
@@ -40,25 +42,29 @@ class SlurmLauncher:
     name = "slurm"
     queued = True
 
-    def __init__(self, folder: Path, partition: str | None = None) -> None:
+    def __init__(self, folder: Path, partition: str | None = None, account: str | None = None, qos: str | None = None,
+                 env_file: str | None = None) -> None:
         self.folder = folder
-        self.partition = partition
-        self.jobs: dict[str, list[Any]] = {}  # step -> submitit jobs
         check_partition(partition)
+        # env_file: checked here (mode 600, well-formed) and read on the node, so secrets never enter a script
+        self.cluster = {"partition": partition, "account": account, "qos": qos,
+                        "env_file": str(check_env_file(env_file)) if env_file else None}
+        self.jobs: dict[str, list[Any]] = {}  # step -> submitit jobs
 
     def preview(self, step: Step, config: Path, after: list[str]) -> list[str]:
-        spec = launch_spec(step, config, [], self.partition)
+        spec = launch_spec(step, config, [], **self.cluster)
         check_resources(spec)
-        spec = launch_spec(step, config, after, self.partition)  # after: placeholders in a dry run
+        spec = launch_spec(step, config, after, **self.cluster)  # after: placeholders in a dry run
         parts = [f"--array {spec.array}" if spec.array else "", f"--nodes {spec.nodes}" if spec.nodes > 1 else "",
                  f"--cpus-per-task {spec.cpus_per_task}", f"--gpus-per-node {spec.gpus_per_node}"
                  if spec.gpus_per_node else "", f"--mem-gb {spec.mem_gb:g}" if spec.mem_gb else "",
-                 f"--time-min {spec.timeout_min}", f"--dependency {spec.dependency}" if spec.dependency else ""]
+                 f"--time-min {spec.timeout_min}", f"--dependency {spec.dependency}" if spec.dependency else "",
+                 *(f"--{k.replace('_', '-')} {v}" for k, v in self.cluster.items() if v)]
         return ["distil-jobs submit --job " + " ".join([step.job, *[p for p in parts if p], "--", *spec.args])]
 
     def start(self, step: Step, config: Path, after: list[str]) -> list[str]:
         """Submit the step; its Slurm job id(s)."""
-        spec = launch_spec(step, config, after, self.partition)
+        spec = launch_spec(step, config, after, **self.cluster)
         check_resources(spec)
         jobs = submit(spec, "slurm", self.folder / "%j")
         self.jobs[step.name] = jobs

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,14 @@ def is_absolute(uri: str) -> bool:
 def under(workdir: str, uri: str) -> str:
     """`uri` relative to the pipeline's workdir, unless it is absolute."""
     return uri if is_absolute(uri) or not workdir else posixpath.join(workdir.rstrip("/"), uri)
+
+
+def producer_of(uri: str, outputs: Mapping[str, str]) -> str | None:
+    """The step whose output (name → URI) is `uri` or holds it (`student/final`), if any."""
+    for name, out in outputs.items():
+        if uri == out or uri.startswith(out.rstrip("/") + "/"):
+            return name
+    return None
 
 
 def _suggest(word: str, choices: list[str]) -> str:

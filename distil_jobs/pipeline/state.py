@@ -21,9 +21,8 @@ from typing import Any
 from distil_jobs.artifacts.location import Location, open_location
 from distil_jobs.artifacts.manifest import MANIFEST
 from distil_jobs.artifacts.run import CLAIM
-from distil_jobs.config.fields import fingerprint_of, redact
 from distil_jobs.errors import DistilError
-from distil_jobs.pipeline.plan import Plan, check_options
+from distil_jobs.pipeline.plan import Plan
 from distil_jobs.pipeline.spec import Step, under
 
 STATE = ".distil-pipeline"
@@ -37,17 +36,11 @@ class Decision:
     clear: bool = False  # the output holds another fingerprint's work: remove it first
 
 
-def settings_of(step: Step, plan: Plan) -> dict[str, Any]:
-    """The options the step's result depends on (credentials masked: they go into records)."""
-    cfg = check_options(step, plan.pipeline.path)
-    return redact({k: v for k, v in fingerprint_of(cfg).items() if k != "output"}, type(cfg))
-
-
 def fingerprints(plan: Plan) -> dict[str, str]:
     """Each step's fingerprint, upstream first (the plan is in run order)."""
     found: dict[str, str] = {}
     for step in plan.steps:
-        body = {"job": step.job, "settings": settings_of(step, plan),
+        body = {"job": step.job, "settings": plan.settings[step.name],
                 "after": {n: found[n] for n in plan.needs(step.name)}}
         found[step.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return found
@@ -79,6 +72,14 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys[:3]) + (" ..." if len(keys) > 3 else "")
 
 
+def vouches(record: dict[str, Any], fingerprint: str, digest: str) -> bool:
+    """The step's record says its output's manifest (sha256 `digest`) was made with `fingerprint`:
+    recorded when the step ended, or a Slurm submission whose job wrote the manifest later."""
+    if record.get("fingerprint") != fingerprint or record.get("status") not in ("done", "submitted"):
+        return False
+    return record.get("manifest") == digest or (record.get("status") == "submitted" and not record.get("manifest"))
+
+
 def decide(step: Step, plan: Plan, fps: dict[str, str], state: Location, rerun: set[str],
            active: Callable[[list[str]], str] | None = None) -> Decision:
     """Skip or run `step`, and why. `rerun`: the steps before it that run in this invocation;
@@ -88,8 +89,7 @@ def decide(step: Step, plan: Plan, fps: dict[str, str], state: Location, rerun: 
     digest = manifest_digest(out)
     same = record.get("fingerprint") == fps[step.name]
     upstream = [n for n in plan.needs(step.name) if n in rerun]
-    vouched = record.get("manifest") == digest or (record.get("status") == "submitted" and not record.get("manifest"))
-    if digest and same and vouched and record.get("status") in ("done", "submitted") and not upstream:
+    if digest and vouches(record, fps[step.name], digest) and not upstream:
         return Decision(step.name, False, f"done with the same settings (fingerprint {fps[step.name]})")
     if record.get("status") == "submitted" and active is not None:
         live = active(record.get("job_ids", []))
@@ -105,7 +105,7 @@ def decide(step: Step, plan: Plan, fps: dict[str, str], state: Location, rerun: 
     if upstream and ours:
         return Decision(step.name, True, f"its input step {upstream[0]} reruns", clear=True)
     if record and not same and ours:
-        what = _changed(record.get("settings", {}), settings_of(step, plan)) or "an input step's settings"
+        what = _changed(record.get("settings", {}), plan.settings[step.name]) or "an input step's settings"
         return Decision(step.name, True, f"settings changed ({what})", clear=True)
     if not digest:
         return Decision(step.name, True, "partial: resuming")
@@ -165,7 +165,7 @@ def status_rows(plan: Plan, active: Callable[[list[str]], str]) -> list[tuple[st
             rows.append((step.name, f"submitted (Slurm: {live})", step.output,
                          f"job {', '.join(record['job_ids'])}" + (f", {note}" if note else "")))
         elif digest:
-            stale = record and (record.get("fingerprint") != fps[step.name] or record.get("manifest") != digest)
+            stale = record and not vouches(record, fps[step.name], digest)
             rows.append((step.name, "stale" if stale else "done", step.output,
                          headline(json.loads(out.read_bytes(MANIFEST)))))
         elif record.get("status") == "failed":

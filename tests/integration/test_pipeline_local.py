@@ -1,12 +1,15 @@
 """`distil-jobs pipeline run jobs/demo.yaml --launcher local` on a few hundred rows, as `make demo`
 runs it: every step in link order, a report with every model and task; a rerun skips every step;
-changing one option of the train step reruns train and evaluate but not precompute."""
+changing one option of the train step reruns train and evaluate but not precompute; a SIGTERM to the
+pipeline stops the running step with its state saved, and the same command resumes it."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,11 +58,27 @@ def test_demo_pipeline_runs_skips_when_done_and_reruns_what_an_option_changes(tm
     assert len(actions(again.stdout)) == 3
 
     file.write_text(file.read_text().replace("lr: 1e-4", "lr: 2e-4"))
+    # Stopped while the changed train step runs (a scheduler's SIGTERM to the pipeline): the step
+    # saves and exits 75, the pipeline waits for it and exits 75, and no process is left behind.
+    stopped = subprocess.Popen([sys.executable, "-m", "distil_jobs.cli", "pipeline", "run", str(file)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while (work / "student" / "manifest.json").exists() or not (work / "student" / "metrics.jsonl").exists():
+        assert stopped.poll() is None and time.time() < deadline, "the changed train step never started"
+        time.sleep(0.5)
+    stopped.send_signal(signal.SIGTERM)
+    out, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 75, out[-2000:] + err[-3000:]
+    assert actions(out)["train-student"].startswith("run: settings changed (lr 0.0001 → 0.0002)")
+    assert "train-student stopped by a signal after saving its state (exit 75)" in out
+    step_config = str(work / ".distil-pipeline" / "demo" / "train-student.yaml")
+    assert subprocess.run(["pgrep", "-f", step_config], capture_output=True).returncode == 1, "a step outlived it"
+
     changed = pipeline("run", str(file), env=env)
     assert changed.returncode == 0, changed.stderr[-3000:]
     done = actions(changed.stdout)
     assert done["precompute-embeddings"].startswith("skip: done with the same settings")
-    assert done["train-student"].startswith("run: settings changed (lr 0.0001 → 0.0002)")
+    assert done["train-student"] == "run: partial: resuming"
     assert done["evaluate-mteb"] == "run: its input step train-student reruns"
     assert (work / "embeddings" / "manifest.json").read_bytes() == embeddings
     assert (work / "student" / "manifest.json").read_bytes() != student

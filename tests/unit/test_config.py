@@ -78,6 +78,20 @@ def test_pipeline_file_gives_each_job_its_section(tmp_path):
         load_config_file(str(p), "third", {"demo", "other-job", "third"})
 
 
+def test_one_job_of_a_pipeline_file_reads_its_outputs_and_links_under_the_workdir(tmp_path):
+    from distil_jobs.config import load_config_file
+    from distil_jobs.jobs import JOBS
+
+    p = write(tmp_path, "workdir: /runs\n"
+                        "precompute-embeddings: {input: /data/x.tsv, teacher: mpnet, output: emb}\n"
+                        "train-student: {targets: emb/chunks, dev_input: /abs/dev, student: minilm, output: st}\n")
+    values = load_config_file(str(p), "train-student", set(JOBS))
+    assert values == {"targets": "/runs/emb/chunks", "dev_input": "/abs/dev", "student": "minilm", "output": "/runs/st"}
+    steps = write(tmp_path, "steps:\n  - {name: a, job: train-student, output: st}\n")
+    with pytest.raises(DistilError, match=r"pipeline with a steps: list.*distil-jobs pipeline run .* --only STEP"):
+        load_config_file(str(steps), "train-student", set(JOBS))
+
+
 def test_dry_run_prints_sources_and_redacts_secrets(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

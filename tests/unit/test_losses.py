@@ -91,3 +91,25 @@ def test_in_batch_ranking_of_one_row_is_zero_with_zero_gradient():
     loss.backward()
     assert float(loss.detach()) == pytest.approx(0.0, abs=1e-7)
     assert torch.isfinite(q.grad).all() and float(q.grad.abs().max()) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_similarity_compares_how_rows_relate_whatever_the_widths():
+    from distil_jobs.train.methods.losses import similarity
+
+    torch.manual_seed(0)
+    teacher = torch.randn(6, 4)
+    rotate = torch.linalg.qr(torch.randn(8, 4)).Q.T  # 4 orthonormal rows in 8 dims: keeps every cosine
+    assert similarity(3.0 * teacher @ rotate, teacher).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(6, 8, requires_grad=True)
+    s, t = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
+    off = ~torch.eye(6, dtype=torch.bool)
+    expected = ((s @ s.T - t @ t.T)[off] ** 2).mean()
+    loss = similarity(student, teacher)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    loss.backward()
+    with torch.no_grad():
+        assert similarity(student - 0.1 * student.grad / student.grad.norm(), teacher) < loss
+    one = torch.randn(1, 8, requires_grad=True)
+    single = similarity(one, teacher[:1])
+    single.backward()
+    assert single.item() == 0.0 and not one.grad.any()

@@ -168,6 +168,22 @@ def test_slurm_dry_run_shows_arrays_resources_and_afterok_chains(tmp_path, data)
     assert "--dependency afterok:<train-student>" in lines[2]
 
 
+def test_slurm_account_qos_and_a_private_env_file_reach_every_step(tmp_path, data):
+    env = tmp_path / "secrets.env"
+    env.write_text("HF_TOKEN=hf_secret_value\n")
+    env.chmod(0o644)
+    file = str(write(tmp_path, GOOD, data))
+    code, out, err = pipeline("run", file, "--launcher", "slurm", "--dry-run", "--env-file", str(env))
+    assert code == 2 and f"chmod 600 {env}" in err and len(err.strip().splitlines()) == 1
+    env.chmod(0o600)
+    code, out, err = pipeline("run", file, "--launcher", "slurm", "--dry-run", "--account", "proj", "--qos", "high",
+                              "--env-file", str(env))
+    submits = [line for line in out.splitlines() if "distil-jobs submit" in line]
+    assert code == 0 and len(submits) == 3, err
+    assert all(f"--account proj --qos high --env-file {env}" in line for line in submits)
+    assert "hf_secret_value" not in out + err
+
+
 @pytest.mark.parametrize(("text", "minutes"), [("90", 90), ("90:30", 91), ("1:30:00", 90), ("1-12", 2160),
                                                ("1-00:30", 1470), ("0:59:01", 60)])
 def test_resources_time_reads_every_slurm_form(text, minutes):

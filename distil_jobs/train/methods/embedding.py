@@ -30,7 +30,7 @@ from distil_jobs.train.methods.embedding_data import (
     load_sts,
     strip_diacritics,
 )
-from distil_jobs.train.methods.losses import LOSSES, in_batch_ranking, make_loss, mse, parallel_loss
+from distil_jobs.train.methods.losses import LOSSES, in_batch_ranking, make_loss, mse, parallel_loss, similarity
 from distil_jobs.train.methods.projection import INITS
 from distil_jobs.train.student import features
 
@@ -55,6 +55,9 @@ class EmbeddingOptions:
                            min=0, max=1)
     pair_student_weight: float = setting(0.0, "Parallel data: weight of an extra MSE between the student's "
                                               "source and translation embeddings.", fingerprint=True, min=0)
+    similarity_weight: float = setting(0.0, "Weight of a relational term: the student's in-batch cosine similarities "
+                                            "must match the teacher's (MSE; what STS and retrieval read). Values near "
+                                            "30 balance it with a cosine loss (0: off).", fingerprint=True, min=0)
     contrastive_weight: float = setting(0.0, "Parallel data: weight of an in-batch ranking loss (InfoNCE) that "
                                              "makes each translation find its own source among the batch (0: off).",
                                         fingerprint=True, min=0)
@@ -223,7 +226,8 @@ class EmbeddingMethod:
         targets = self._teacher_targets(texts) if self.train.targets is None else self.train.targets[rows]
         target = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)).to(self.ctx.device)
         if self.train.pairs is None:
-            return self.loss_fn(self.embed(self.model, texts), target)
+            out = self.embed(self.model, texts)
+            return self.loss_fn(out, target) + self._relational([out], target)
         opts = self.opts
         sides = [texts, [self.train.pairs[i] for i in rows]]
         if opts.augment_undiacritized:
@@ -233,12 +237,18 @@ class EmbeddingMethod:
         loss = parallel_loss(out[0], out[1], target, self.loss_fn, opts.pair_student_weight)
         for extra in out[2:]:
             loss = loss + self.loss_fn(extra, target)
+        loss = loss + self._relational(out, target)
         if opts.contrastive_weight:
             anchor = target if opts.contrastive_anchor == "teacher" else out[0]
             for translation in out[1:]:
                 loss = loss + opts.contrastive_weight * in_batch_ranking(translation, anchor,
                                                                          opts.contrastive_temperature)
         return loss
+
+    def _relational(self, outs: list[torch.Tensor] | tuple[torch.Tensor, ...], target: torch.Tensor) -> torch.Tensor:
+        w = self.opts.similarity_weight
+        zero = torch.zeros((), device=target.device)
+        return sum((w * similarity(o, target) for o in outs), zero) if w else zero
 
     # ------------------------------------------------------------ evaluation and saving
 

@@ -36,6 +36,18 @@ def mse_kld(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1
     return alpha * kld(student, teacher, temperature) + (1.0 - alpha) * mse(student, teacher)
 
 
+def similarity(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Relational distillation: MSE between the student's and the teacher's in-batch cosine-similarity
+    matrices (pairs of different rows). It teaches how sentences relate, which is what STS, retrieval
+    and clustering read, whatever the two widths; with one row there is no pair and the loss is 0."""
+    n = student.size(0)
+    if n < 2:
+        return student.sum() * 0.0
+    s, t = F.normalize(student, dim=-1), F.normalize(teacher, dim=-1)
+    pairs = ~torch.eye(n, dtype=torch.bool, device=student.device)
+    return F.mse_loss((s @ s.T)[pairs], (t @ t.T)[pairs])
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
